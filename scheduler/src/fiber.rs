@@ -1,0 +1,487 @@
+//! Fibers: one green thread's coroutine, saved stack, reduction budget and scheduling state.
+//!
+//! # States
+//!
+//! A fiber's scheduling state is one atomic word with named transitions (`State::transition_*`):
+//!
+//! - **Idle** (`0`): parked, waiting for a wake-up. On no run queue; nobody runs it. Its frames
+//!   are in its home slot or, if evicted, in its saved buffer, which the slot's holder owns.
+//! - **Scheduled** (`SCHEDULED`): on exactly one run queue, a runnext slot, or a stack slot's
+//!   wait list, or held by the worker that just popped it. Not running.
+//! - **Running** (`RUNNING`): a worker is executing it on its home slot. Only that worker's thread
+//!   touches the fiber's `Core`.
+//! - **Running + notified** (`RUNNING | NOTIFIED`): woken while running; when it next tries to
+//!   park it runs again instead (no lost wake-up).
+//! - **Done** (`DONE`): its coroutine returned. Never scheduled again.
+//!
+//! A fiber is put on a run queue only by the transition that moves it from Idle to Scheduled (or
+//! by the worker that owns it as Running), so it is never on two queues at once.
+
+use std::cell::{Cell, UnsafeCell};
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
+
+use corosensei::{Coroutine, CoroutineResult, Yielder};
+
+use crate::arch;
+use crate::slot::{self, SlotStack};
+
+/// Reductions in one time slice: after spending them a process yields at its next VM call.
+///
+/// Derived: the BEAM's `CONTEXT_REDS` is 4,000. A reduction here is one VM call (see the table
+/// in the crate docs); with VM calls of 10–100 ns a slice lasts 40–400 µs, the same order as the
+/// BEAM's ~1 ms.
+pub const REDUCTIONS_PER_SLICE: i32 = 4000;
+
+/// Marks "no home slot yet" in `Fiber::home`.
+pub(crate) const NO_SLOT: u32 = u32::MAX;
+
+/// Why a coroutine gave control back to its worker.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Suspend {
+    /// Wait for a wake-up (`transition_to_idle`).
+    Park,
+    /// Stay runnable but let others run first (reductions spent, or `yield_now`).
+    Yield,
+}
+
+/// What the worker must do after resuming a fiber.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum RunOutcome {
+    /// The fiber suspended with `Suspend::Park`.
+    Parked,
+    /// The fiber suspended with `Suspend::Yield`.
+    Yielded,
+    /// The fiber's body returned; it will never run again.
+    Completed,
+}
+
+pub(crate) type FiberYielder = Yielder<(), Suspend>;
+type FiberCoroutine = Coroutine<(), Suspend, (), SlotStack>;
+
+/// The only function that ever suspends a coroutine.
+///
+/// It records the stack pointer of its own frame in `stack_pointer` before switching away, so
+/// that the slot pool can find the lowest live byte of the suspended coroutine by subtracting a
+/// calibrated constant (see [`slot::live_frames_offset`]). It must stay one non-generic,
+/// non-inlined function: the calibration measures exactly this code.
+#[inline(never)]
+pub(crate) fn suspend(yielder: &FiberYielder, reason: Suspend, stack_pointer: &Cell<usize>) {
+    stack_pointer.set(arch::stack_pointer());
+    yielder.suspend(reason)
+}
+
+const SCHEDULED: u32 = 0b0001;
+const RUNNING: u32 = 0b0010;
+const NOTIFIED: u32 = 0b0100;
+const DONE: u32 = 0b1000;
+
+/// Observable scheduling status of a fiber.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FiberStatus {
+    /// Parked, waiting for a wake-up.
+    Waiting,
+    /// On a run queue.
+    Runnable,
+    /// Executing on a worker.
+    Running,
+    /// Finished.
+    Done,
+}
+
+/// A fiber's scheduling state word.
+struct State(AtomicU32);
+
+impl State {
+    /// Wake-up: Idle → Scheduled (returns `true`: the caller must enqueue the fiber), or
+    /// Running → Running + notified. No effect in any other state.
+    fn transition_on_wake(&self) -> bool {
+        // Acquire/Release on success: Release publishes what the waker did before waking (a
+        // message pushed to a mailbox) to the worker that runs the fiber next, which loads this
+        // word with Acquire in `transition_to_running` / `transition_to_idle`.
+        let mut current = self.0.load(Ordering::Relaxed);
+        loop {
+            let next = match current {
+                0 => SCHEDULED,
+                RUNNING => RUNNING | NOTIFIED,
+                _ => return false,
+            };
+            match self
+                .0
+                .compare_exchange_weak(current, next, Ordering::AcqRel, Ordering::Relaxed)
+            {
+                Ok(_) => return next == SCHEDULED,
+                Err(actual) => current = actual,
+            }
+        }
+    }
+
+    /// Scheduled → Running, by the worker that popped the fiber.
+    fn transition_to_running(&self) {
+        // Acquire: pairs with the Release of the wake that scheduled us.
+        let previous = self.0.swap(RUNNING, Ordering::Acquire);
+        assert_eq!(
+            previous, SCHEDULED,
+            "runtime: ran a fiber that was not scheduled"
+        );
+    }
+
+    /// After `Suspend::Park`: Running → Idle, or Running + notified → Scheduled. Returns `true`
+    /// if the fiber must be enqueued again (it was woken while running).
+    fn transition_to_idle(&self) -> bool {
+        // AcqRel: pairs with `transition_on_wake` (the CAS makes the two RMWs totally ordered,
+        // so either the waker sees Idle and enqueues, or we see NOTIFIED and re-enqueue).
+        match self
+            .0
+            .compare_exchange(RUNNING, 0, Ordering::AcqRel, Ordering::Acquire)
+        {
+            Ok(_) => false,
+            Err(actual) => {
+                assert_eq!(
+                    actual,
+                    RUNNING | NOTIFIED,
+                    "runtime: inconsistent fiber state"
+                );
+                self.0.store(SCHEDULED, Ordering::Relaxed);
+                true
+            }
+        }
+    }
+
+    /// After `Suspend::Yield`: Running (+ notified) → Scheduled.
+    fn transition_to_scheduled(&self) {
+        // AcqRel: a concurrent wake's NOTIFIED is consumed here; the fiber runs again anyway.
+        let previous = self.0.swap(SCHEDULED, Ordering::AcqRel);
+        debug_assert!(
+            previous & RUNNING != 0,
+            "runtime: yielded fiber was not running"
+        );
+    }
+
+    /// Running + notified → Running. Returns `true` if a notification was consumed, so the
+    /// caller need not park at all.
+    fn take_notification(&self) -> bool {
+        // Acquire: pairs with the waker's Release, like `transition_to_running`.
+        self.0
+            .compare_exchange(
+                RUNNING | NOTIFIED,
+                RUNNING,
+                Ordering::Acquire,
+                Ordering::Relaxed,
+            )
+            .is_ok()
+    }
+
+    fn transition_to_done(&self) {
+        // Release: nothing reads through it but `status`; kept ordered for introspection.
+        self.0.store(DONE, Ordering::Release);
+    }
+
+    fn status(&self) -> FiberStatus {
+        // Relaxed: introspection only.
+        let state = self.0.load(Ordering::Relaxed);
+        if state & DONE != 0 {
+            FiberStatus::Done
+        } else if state & RUNNING != 0 {
+            FiberStatus::Running
+        } else if state & SCHEDULED != 0 {
+            FiberStatus::Runnable
+        } else {
+            FiberStatus::Waiting
+        }
+    }
+}
+
+/// The part of a fiber that one thread at a time owns: the worker running it, or the holder of
+/// its home slot while it is suspended (see the slot invariants), or the worker that popped it
+/// before its first run.
+struct Core {
+    /// The body, until the coroutine is created at the first run.
+    entry: Option<Box<dyn FnOnce() + Send>>,
+    /// Created lazily at the first run, when a home slot is known and resident.
+    coroutine: Option<FiberCoroutine>,
+    /// The coroutine's yielder; lives at a fixed place near the slot's base.
+    yielder: *const FiberYielder,
+    /// Stack pointer recorded by `suspend` at the last suspension.
+    suspend_stack_pointer: Cell<usize>,
+    /// Live frames copied out of the slot at the last eviction.
+    saved: Vec<u8>,
+    /// Address in the slot where `saved[0]` belongs; 0 when the frames are in the slot.
+    saved_low: usize,
+    /// Reductions left in the current slice.
+    budget: i32,
+    /// Base (highest address) of the home slot's stack; 0 before the first run.
+    stack_base: usize,
+}
+
+/// A green thread.
+///
+/// Owned by the VM's process (`Schedulable::fiber`); the scheduler only ever touches it through
+/// an `Arc` of its process.
+pub struct Fiber {
+    state: State,
+    /// Home slot index, `NO_SLOT` until the first run. Written once by the worker of the first
+    /// run; read by later workers, ordered by the run-queue handoff (Relaxed suffices).
+    home: AtomicU32,
+    /// Counts timed waits, so a stale timer of an earlier wait does not wake a later one.
+    /// Any thread, atomically.
+    wait_generation: AtomicU32,
+    /// Total reductions spent. Written by the owner, read by introspection; Relaxed.
+    reductions: AtomicU64,
+    /// Bytes of stack this fiber holds: its saved buffer while evicted, its live frames while
+    /// resident (as of its last suspension). Relaxed; introspection only.
+    stack_bytes: AtomicUsize,
+    core: UnsafeCell<Core>,
+}
+
+// SAFETY: `core` is only touched by the one thread that owns it at a time (see `Core`), with the
+// ownership handed over through the state word, the run queues, and the slot's `busy` flag, all
+// of which synchronize (Release/Acquire). The body is `Send`; the coroutine's stack holds only
+// values of that `Send` body, and processes are told never to hold `!Send` values across a VM
+// call (crate docs, "The thread rule").
+unsafe impl Send for Fiber {}
+// SAFETY: shared access goes through atomics only; see `Send`.
+unsafe impl Sync for Fiber {}
+
+impl Fiber {
+    /// A fiber that will run `entry` on its own coroutine when first scheduled.
+    pub fn new(entry: Box<dyn FnOnce() + Send>) -> Fiber {
+        Fiber {
+            state: State(AtomicU32::new(SCHEDULED)),
+            home: AtomicU32::new(NO_SLOT),
+            wait_generation: AtomicU32::new(0),
+            reductions: AtomicU64::new(0),
+            stack_bytes: AtomicUsize::new(0),
+            core: UnsafeCell::new(Core {
+                entry: Some(entry),
+                coroutine: None,
+                yielder: std::ptr::null(),
+                suspend_stack_pointer: Cell::new(0),
+                saved: Vec::new(),
+                saved_low: 0,
+                budget: REDUCTIONS_PER_SLICE,
+                stack_base: 0,
+            }),
+        }
+    }
+
+    /// The fiber's scheduling status (for introspection; may be stale at once).
+    pub fn status(&self) -> FiberStatus {
+        self.state.status()
+    }
+
+    /// Total reductions this fiber has spent.
+    pub fn reductions(&self) -> u64 {
+        // Relaxed: introspection.
+        self.reductions.load(Ordering::Relaxed)
+    }
+
+    /// Bytes of stack this fiber holds (see the field's docs).
+    pub fn stack_bytes(&self) -> usize {
+        // Relaxed: introspection.
+        self.stack_bytes.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn home(&self) -> Option<u32> {
+        // Relaxed: see the field's docs.
+        match self.home.load(Ordering::Relaxed) {
+            NO_SLOT => None,
+            index => Some(index),
+        }
+    }
+
+    pub(crate) fn set_home(&self, index: u32) {
+        // Relaxed: see the field's docs.
+        self.home.store(index, Ordering::Relaxed);
+    }
+
+    pub(crate) fn transition_on_wake(&self) -> bool {
+        self.state.transition_on_wake()
+    }
+
+    pub(crate) fn transition_to_scheduled(&self) {
+        self.state.transition_to_scheduled()
+    }
+
+    pub(crate) fn transition_to_idle(&self) -> bool {
+        self.state.transition_to_idle()
+    }
+
+    pub(crate) fn wait_generation(&self) -> u32 {
+        // Relaxed: a stale read only causes a harmless spurious wake-up.
+        self.wait_generation.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn next_wait_generation(&self) -> u32 {
+        // Relaxed: see `wait_generation`.
+        self.wait_generation
+            .fetch_add(1, Ordering::Relaxed)
+            .wrapping_add(1)
+    }
+
+    /// Copies this suspended fiber's live frames out of its slot.
+    ///
+    /// # Safety
+    ///
+    /// The caller holds this fiber's home slot, whose base is `base`, and the fiber is its
+    /// resident, suspended in [`suspend`] (or never started).
+    pub(crate) unsafe fn evict(&self, base: usize, live_offset: usize) {
+        // SAFETY: the slot holder owns the core of a suspended resident (slot invariant 1).
+        let core = unsafe { &mut *self.core.get() };
+        if core.coroutine.is_none() {
+            return;
+        }
+        let low = core.suspend_stack_pointer.get() - live_offset;
+        // SAFETY: [low, base) is inside the held slot: the suspended frames plus at most
+        // `live_offset` bytes below the recorded stack pointer, all of it mapped read-write
+        // (the frames were written there).
+        unsafe { slot::copy_out(low, base, &mut core.saved) };
+        core.saved_low = low;
+        // Relaxed: introspection.
+        self.stack_bytes
+            .store(core.saved.capacity(), Ordering::Relaxed);
+    }
+
+    /// Copies this fiber's frames back into its slot if they were evicted.
+    ///
+    /// # Safety
+    ///
+    /// The caller holds this fiber's home slot, whose base is `base` and lowest usable address
+    /// `floor`, and the fiber is not running.
+    pub(crate) unsafe fn restore(&self, base: usize, floor: usize) {
+        // SAFETY: the slot holder owns the core of a non-running fiber homed there.
+        let core = unsafe { &mut *self.core.get() };
+        if core.saved_low == 0 {
+            return;
+        }
+        debug_assert_eq!(core.saved_low + core.saved.len(), base);
+        // SAFETY: the destination is the range the frames were copied from, inside the held
+        // slot; the buffer is heap memory, disjoint from it.
+        unsafe { slot::copy_in(core.saved_low, &core.saved) };
+        #[cfg(debug_assertions)]
+        // SAFETY: below the restored frames the slot holds nothing live.
+        unsafe {
+            slot::poison_below(core.saved_low, floor)
+        };
+        #[cfg(not(debug_assertions))]
+        let _ = floor;
+        core.saved_low = 0;
+    }
+
+    /// Runs the fiber on `stack` until it suspends or completes. Creates the coroutine on the
+    /// first run.
+    ///
+    /// # Safety
+    ///
+    /// The caller holds the fiber's home slot, whose stack is `stack`, the fiber is its
+    /// resident (frames restored), and the fiber was just transitioned to Running by this
+    /// worker.
+    pub(crate) unsafe fn resume(&self, stack: SlotStack) -> RunOutcome {
+        self.state.transition_to_running();
+        // SAFETY: the running worker owns the core (see `Core`).
+        let core = unsafe { &mut *self.core.get() };
+        core.budget = REDUCTIONS_PER_SLICE;
+        if core.coroutine.is_none() {
+            let entry = core
+                .entry
+                .take()
+                .expect("runtime: fiber has neither entry nor coroutine");
+            let core_ptr = self.core.get();
+            core.stack_base = corosensei::stack::Stack::base(&stack).get();
+            core.coroutine = Some(Coroutine::with_stack(stack, move |yielder, ()| {
+                // SAFETY: this runs on the coroutine, while the worker that resumed it owns the
+                // core; the fiber outlives its coroutine (it owns it).
+                unsafe { (*core_ptr).yielder = yielder as *const FiberYielder };
+                entry();
+            }));
+        } else {
+            drop(stack);
+        }
+        let coroutine = core.coroutine.as_mut().expect("coroutine just created");
+        let result = coroutine.resume(());
+        // SAFETY: the coroutine gave control back; the core is ours again. Re-borrow: the
+        // coroutine may have written through its own pointer meanwhile.
+        let core = unsafe { &mut *self.core.get() };
+        let spent = (REDUCTIONS_PER_SLICE - core.budget).max(0) as u64;
+        // Relaxed: introspection; only the owner writes.
+        self.reductions.fetch_add(spent, Ordering::Relaxed);
+        match result {
+            CoroutineResult::Yield(reason) => {
+                let live = core
+                    .stack_base
+                    .saturating_sub(core.suspend_stack_pointer.get());
+                // Relaxed: introspection.
+                self.stack_bytes.store(live, Ordering::Relaxed);
+                match reason {
+                    Suspend::Park => RunOutcome::Parked,
+                    Suspend::Yield => RunOutcome::Yielded,
+                }
+            }
+            CoroutineResult::Return(()) => {
+                core.coroutine = None;
+                core.saved = Vec::new();
+                self.stack_bytes.store(0, Ordering::Relaxed);
+                self.state.transition_to_done();
+                RunOutcome::Completed
+            }
+        }
+    }
+
+    /// From inside this fiber's own coroutine: suspends it with `reason`.
+    ///
+    /// # Safety
+    ///
+    /// Must be called on this fiber's coroutine while it runs.
+    pub(crate) unsafe fn suspend_self(&self, reason: Suspend) {
+        let (yielder, stack_pointer) = {
+            // SAFETY: the running fiber's thread owns its core (caller's contract).
+            let core = unsafe { &*self.core.get() };
+            (
+                core.yielder,
+                &core.suspend_stack_pointer as *const Cell<usize>,
+            )
+        };
+        // SAFETY: `yielder` was set when the coroutine started and points into the slot,
+        // where this (running, resident) coroutine's frames are; the Cell lives in the fiber,
+        // which outlives the call.
+        unsafe { suspend(&*yielder, reason, &*stack_pointer) };
+    }
+
+    /// From inside this fiber's coroutine: parks unless a wake-up already arrived.
+    ///
+    /// # Safety
+    ///
+    /// As [`Fiber::suspend_self`].
+    pub(crate) unsafe fn park_self(&self) {
+        if self.state.take_notification() {
+            return;
+        }
+        // SAFETY: caller's contract.
+        unsafe { self.suspend_self(Suspend::Park) };
+    }
+
+    /// From inside this fiber's coroutine: spends `reductions`; returns `true` if the slice is
+    /// used up and the caller should yield.
+    ///
+    /// # Safety
+    ///
+    /// As [`Fiber::suspend_self`].
+    pub(crate) unsafe fn spend(&self, reductions: i32) -> bool {
+        // SAFETY: the running fiber's thread owns its core (caller's contract).
+        let core = unsafe { &mut *self.core.get() };
+        core.budget -= reductions;
+        core.budget <= 0
+    }
+}
+
+impl Drop for Fiber {
+    fn drop(&mut self) {
+        if let Some(coroutine) = self.core.get_mut().coroutine.take() {
+            if coroutine.started() && !coroutine.done() {
+                // A suspended coroutine can only be unwound while resident (slot invariant 3);
+                // a fiber dropped while still suspended (its runtime was torn down around it)
+                // leaks its frames instead of risking a switch onto foreign memory.
+                std::mem::forget(coroutine);
+            }
+        }
+    }
+}

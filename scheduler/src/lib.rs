@@ -1,0 +1,121 @@
+//! Starling's green threads: stackful coroutines on shared stack slots, scheduled M:N over one
+//! worker thread per core with work stealing, parking, timers and reduction counting.
+//!
+//! This crate knows nothing of pids, messages or links: that is `starling-vm`. It runs
+//! *processes*, values of a type `P: Schedulable` that own a [`Fiber`].
+//!
+//! # Vocabulary
+//!
+//! | here            | Go  | BEAM              | what it is                                        |
+//! |-----------------|-----|-------------------|---------------------------------------------------|
+//! | process / fiber | G   | process           | a closure on its own stackful coroutine           |
+//! | worker          | M+P | scheduler         | one OS thread with a local run queue              |
+//! | runtime         | —   | the VM's schedulers | all workers of one VM, the injector, the slots |
+//! | stack slot      | —   | —                 | a guarded stack region shared through eviction    |
+//!
+//! Unlike Go, a worker never gives up its queue while a process blocks in the VM: a blocked
+//! process *parks* (its coroutine suspends) and the worker runs the next one.
+//!
+//! # Submitting work
+//!
+//! 1. A new process goes to the spawning worker's local queue, or to the shared injector when
+//!    spawned from outside the runtime.
+//! 2. A process woken by a process running on a worker goes to that worker's *runnext* slot and
+//!    runs next (Go's `runnext`, tokio's LIFO slot): a ping-pong pair stays on one core and
+//!    never crosses caches. At most [`worker`]'s `MAX_RUNNEXT_STREAK` runs in a row come from
+//!    runnext, so the rest of the queue is not starved.
+//! 3. After making work visible, the submitter wakes one sleeping worker if nobody is searching
+//!    (the protocol is in `idle.rs`).
+//!
+//! # Running
+//!
+//! A worker loops: take the next process (runnext, local queue, injector — first every 61
+//! ticks — and finally batch steals from the other workers, starting at a rotating victim),
+//! acquire its home stack slot, make it resident, resume its coroutine, and file it by how it
+//! stopped: parked (wait for a wake-up), yielded (back of the local queue) or completed.
+//! Stack slots, eviction and the memory layout are described in `slot.rs`.
+//!
+//! # Reductions
+//!
+//! Every VM call spends reductions ([`spend`]); after [`REDUCTIONS_PER_SLICE`] the process
+//! yields at its next VM call. A process that never calls the VM cannot be preempted safely
+//! (switching it inside `malloc` could deadlock).
+//!
+//! # Parking
+//!
+//! An idle worker re-checks every queue after registering as a sleeper and then sleeps on its
+//! parker until woken or until its next timer is due: an idle runtime uses no CPU.
+//!
+//! # Timers
+//!
+//! Each worker owns a hierarchical timer wheel (6 levels × 64 slots, 1 ms ticks, `timer.rs`)
+//! behind a mutex. A process's timed park inserts into the wheel of the worker it runs on; the
+//! worker fires due timers every few ticks while busy and sleeps until the next one when idle.
+//! Timers never fire early: the wheel compares exact deadlines.
+//!
+//! # The thread rule
+//!
+//! A process may resume on another worker thread after any call that can suspend it (every VM
+//! call). Therefore:
+//!
+//! - the runtime finds the current process and worker only through an opaque call that cannot
+//!   be cached across a switch (`context.rs`);
+//! - process code must not keep `thread_local!` references, thread ids, or a `std::sync`
+//!   guard across a VM call, nor hold `!Send` values (like `Rc` clones shared with other
+//!   threads' data) across one; use process-local storage instead.
+//!
+//! # Shutdown
+//!
+//! 1. The owner (the VM) stops new spawns and makes every process end (it kills them; each one
+//!    unwinds at its next VM call).
+//! 2. [`Runtime::shutdown`] sets the shutdown flag and wakes every worker.
+//! 3. A worker exits its loop once the flag is set and no fiber is live; the last fiber to
+//!    finish wakes everybody.
+//! 4. [`Runtime::join`] joins the threads and drops pending timers (breaking reference cycles
+//!    through processes); dropping the runtime unmaps the stack slots.
+//!
+//! # Rejected alternatives
+//!
+//! - *One shared run queue* (BEAM before SMP balancing): every spawn and wake contends on one
+//!   lock. Per-worker deques with stealing scale and keep locality.
+//! - *A lock-free MPMC run queue per worker*: crossbeam's Chase–Lev deque already gives the
+//!   owner cheap push/pop and thieves cheap batch steals.
+//! - *Spinning idle workers*: burns the CPU a benchmark or the neighbours need; parking costs a
+//!   few microseconds of wake-up latency only when a worker really was idle.
+
+#![deny(unsafe_op_in_unsafe_fn)]
+#![deny(clippy::undocumented_unsafe_blocks)]
+#![warn(missing_docs, missing_debug_implementations)]
+
+mod arch;
+mod context;
+mod fiber;
+mod idle;
+mod park;
+mod runtime;
+mod slot;
+mod suspend;
+mod timer;
+mod worker;
+
+pub use context::{current_process, in_process};
+pub use fiber::{Fiber, FiberStatus, REDUCTIONS_PER_SLICE};
+pub use runtime::{Config, Runtime, StartError, TimerHandle, DEFAULT_MAX_SLOTS, DEFAULT_SLOT_SIZE};
+pub use suspend::{park, park_until, spend, yield_now};
+
+/// A process the runtime can schedule: something that owns a [`Fiber`].
+///
+/// The runtime holds processes as `Arc<P>` in its queues; the fiber's body is given to
+/// [`Fiber::new`] when the process is created.
+pub trait Schedulable: Send + Sync + 'static {
+    /// The process's green thread.
+    fn fiber(&self) -> &Fiber;
+}
+
+impl std::fmt::Debug for Fiber {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Fiber")
+            .field("status", &self.status())
+            .finish()
+    }
+}

@@ -1,0 +1,85 @@
+//! What a running process asks of its scheduler: park, park with a deadline, yield, and spend
+//! reductions.
+//!
+//! Every function here must be called from inside a process of the runtime whose process type
+//! is `P`; outside one they panic (the VM checks first and panics with its own function's name).
+//! None of them keeps anything thread-specific across the suspension: the process may come back
+//! on another worker.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use crate::context::{self, current_process};
+use crate::fiber::Suspend;
+use crate::runtime::TimerEntry;
+use crate::worker::WorkerLocal;
+use crate::Schedulable;
+
+fn running<P: Schedulable>(function: &str) -> &'static P {
+    let process = current_process::<P>()
+        .unwrap_or_else(|| panic!("starling_scheduler::{function} called outside a process"));
+    // SAFETY: the VM keeps a running process alive until its body returns, and this call is
+    // made from that body; the reference is not kept past the call by any caller in this file
+    // beyond the process's own lifetime.
+    unsafe { process.as_ref() }
+}
+
+/// Parks the calling process until someone wakes it ([`crate::Runtime::wake`]). Returns at once
+/// if a wake-up arrived since it last ran. Spurious returns are possible: callers re-check their
+/// condition in a loop.
+pub fn park<P: Schedulable>() {
+    let process = running::<P>("park");
+    // SAFETY: called on the process's own coroutine (it is the running process).
+    unsafe { process.fiber().park_self() };
+}
+
+/// Parks the calling process until it is woken or `deadline` passes, whichever is first.
+/// Spurious returns are possible, as for [`park`].
+pub fn park_until<P: Schedulable>(deadline: Instant) {
+    let process = running::<P>("park_until");
+    let current = context::context();
+    // SAFETY: we run in a process of a runtime with process type `P` (checked by
+    // `current_process`), so the context's worker is that runtime's `WorkerLocal<P>` on this
+    // very thread. We copy out what we need before suspending and drop the reference.
+    let (shared, index) = {
+        let worker = unsafe { &*(current.worker as *const WorkerLocal<P>) };
+        (worker.shared.clone(), worker.index)
+    };
+    // SAFETY: `process` lives inside an `Arc<P>` (the scheduler only runs `Arc<P>`s), which the
+    // worker that runs us holds, so bumping the count and rebuilding an `Arc` is sound.
+    let owned = unsafe {
+        let raw = process as *const P;
+        Arc::increment_strong_count(raw);
+        Arc::from_raw(raw)
+    };
+    let fiber = process.fiber();
+    let generation = fiber.next_wait_generation();
+    let key =
+        shared.workers[index]
+            .timers
+            .insert(&shared, deadline, TimerEntry::Wake(owned, generation));
+    // SAFETY: called on the process's own coroutine.
+    unsafe { fiber.park_self() };
+    // Woken by a message or by the timer: drop the timer if it is still pending.
+    drop(shared.workers[index].timers.cancel(&shared, key));
+}
+
+/// Lets every other runnable process of this worker run before the caller continues.
+pub fn yield_now<P: Schedulable>() {
+    let process = running::<P>("yield_now");
+    // SAFETY: called on the process's own coroutine.
+    unsafe { process.fiber().suspend_self(Suspend::Yield) };
+}
+
+/// Spends `reductions` of the caller's slice; if the slice is used up, yields (the process goes
+/// to the back of its worker's queue with a fresh slice).
+#[inline]
+pub fn spend<P: Schedulable>(reductions: u32) {
+    let process = running::<P>("spend");
+    let fiber = process.fiber();
+    // SAFETY: called on the process's own coroutine.
+    if unsafe { fiber.spend(reductions.min(i32::MAX as u32) as i32) } {
+        // SAFETY: as above.
+        unsafe { fiber.suspend_self(Suspend::Yield) };
+    }
+}

@@ -1,0 +1,263 @@
+//! The worker run loop: pick a process, run it on its home slot, file it by how it stopped.
+
+use std::cell::{Cell, RefCell};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Instant;
+
+use crossbeam_deque::{Steal, Worker};
+
+use crate::context::{self, Context};
+use crate::fiber::RunOutcome;
+use crate::runtime::Shared;
+use crate::slot::Acquire;
+use crate::Schedulable;
+
+/// How many processes a worker takes from its runnext slot in a row before it lets its local
+/// queue go first. Taken from tokio (`MAX_LIFO_POLLS_PER_TICK = 3`): keeps a ping-pong pair on
+/// one core without starving the rest of the queue.
+const MAX_RUNNEXT_STREAK: u32 = 3;
+
+/// Every this many ticks the worker looks at the shared injector before its own queue, so that
+/// processes spawned or woken from outside are not starved by a busy local queue. Go and tokio
+/// both use 61 (a prime, so it does not resonate with other periodic behaviour).
+const INJECTOR_INTERVAL: u64 = 61;
+
+/// Every this many ticks a busy worker checks its timer wheel. Guessed: at ~100 ns per tick
+/// this polls the clock every ~1.6 µs of busy work, well under the wheel's 1 ms resolution.
+const TIMER_INTERVAL: u64 = 16;
+
+/// State that only the worker's own thread touches: through `&self` from the loop, and from
+/// processes running on this thread through the context pointer (one thread, no overlap of
+/// borrows: `RefCell`s are borrowed only briefly and never across a process run).
+pub(crate) struct WorkerLocal<P> {
+    pub(crate) index: usize,
+    pub(crate) shared: Arc<Shared<P>>,
+    /// The local run queue (FIFO; the other workers steal from its other end).
+    pub(crate) queue: Worker<Arc<P>>,
+    /// A process woken by a process running here; it runs next (Go's `runnext`).
+    pub(crate) runnext: Cell<Option<Arc<P>>>,
+    /// Consecutive runs taken from `runnext`.
+    runnext_streak: Cell<u32>,
+    /// Free stack slots this worker hands out first (see `SlotPool::claim_home`).
+    pub(crate) free_slots: RefCell<Vec<u32>>,
+    /// Loop iterations so far.
+    tick: Cell<u64>,
+    /// Whether this worker counts as searching in `Idle`.
+    searching: Cell<bool>,
+}
+
+/// Most free slots a worker keeps to itself; the rest go back to the shared list. Guessed.
+const FREE_SLOT_CACHE: usize = 64;
+
+impl<P: Schedulable> WorkerLocal<P> {
+    pub(crate) fn new(index: usize, shared: Arc<Shared<P>>, queue: Worker<Arc<P>>) -> Self {
+        WorkerLocal {
+            index,
+            shared,
+            queue,
+            runnext: Cell::new(None),
+            runnext_streak: Cell::new(0),
+            free_slots: RefCell::new(Vec::new()),
+            tick: Cell::new(0),
+            searching: Cell::new(false),
+        }
+    }
+
+    /// The worker thread's body.
+    pub(crate) fn run(self) {
+        context::set_context(Context {
+            runtime: Arc::as_ptr(&self.shared) as usize,
+            process_type: Some(std::any::TypeId::of::<P>()),
+            worker: &self as *const WorkerLocal<P> as *const (),
+            process: std::ptr::null(),
+        });
+        loop {
+            let tick = self.tick.get().wrapping_add(1);
+            self.tick.set(tick);
+            if tick % TIMER_INTERVAL == 0 {
+                self.fire_timers();
+            }
+            if let Some(process) = self.next_process(tick) {
+                if self.searching.replace(false) && self.shared.idle.transition_from_searching() {
+                    self.shared.notify_one();
+                }
+                self.run_process(process);
+                continue;
+            }
+            if self.fire_timers() {
+                continue;
+            }
+            // Acquire: pairs with the Release in `Runtime::shutdown`.
+            if self.shared.shutdown.load(Ordering::Acquire) && self.shared.live() == 0 {
+                break;
+            }
+            self.sleep();
+        }
+        // Wake the others so they notice the end too.
+        self.shared.wake_all_workers();
+        let leftover = self.free_slots.take();
+        self.shared.slots.give_back(leftover);
+        context::clear_context();
+    }
+
+    /// The next process to run, from (in order) the runnext slot, the local queue, the
+    /// injector and the other workers' queues.
+    fn next_process(&self, tick: u64) -> Option<Arc<P>> {
+        if tick % INJECTOR_INTERVAL == 0 {
+            if let Some(process) = self.steal_from_injector() {
+                return Some(process);
+            }
+        }
+        if let Some(process) = self.runnext.take() {
+            if self.runnext_streak.get() < MAX_RUNNEXT_STREAK {
+                self.runnext_streak.set(self.runnext_streak.get() + 1);
+                return Some(process);
+            }
+            self.queue.push(process);
+        }
+        self.runnext_streak.set(0);
+        if let Some(process) = self.queue.pop() {
+            return Some(process);
+        }
+        if let Some(process) = self.steal_from_injector() {
+            return Some(process);
+        }
+        self.steal_from_workers()
+    }
+
+    fn steal_from_injector(&self) -> Option<Arc<P>> {
+        loop {
+            match self.shared.injector.steal_batch_and_pop(&self.queue) {
+                Steal::Success(process) => return Some(process),
+                Steal::Empty => return None,
+                Steal::Retry => continue,
+            }
+        }
+    }
+
+    fn steal_from_workers(&self) -> Option<Arc<P>> {
+        let stealers = &self.shared.stealers;
+        let count = stealers.len();
+        if count <= 1 {
+            return None;
+        }
+        // Start after ourselves so that victims rotate instead of all hitting worker 0.
+        let start = self.index + 1 + (self.tick.get() as usize % count);
+        let mut retry = true;
+        while retry {
+            retry = false;
+            for offset in 0..count {
+                let victim = (start + offset) % count;
+                if victim == self.index {
+                    continue;
+                }
+                match stealers[victim].steal_batch_and_pop(&self.queue) {
+                    Steal::Success(process) => return Some(process),
+                    Steal::Empty => {}
+                    Steal::Retry => retry = true,
+                }
+            }
+        }
+        None
+    }
+
+    /// Runs one process until it parks, yields or completes.
+    fn run_process(&self, process: Arc<P>) {
+        let fiber = process.fiber();
+        let slot = match fiber.home() {
+            Some(slot) => slot,
+            None => {
+                let slot = {
+                    let mut cache = self.free_slots.borrow_mut();
+                    self.shared.slots.claim_home(&mut cache)
+                };
+                fiber.set_home(slot);
+                slot
+            }
+        };
+        match self.shared.slots.try_acquire(slot, &process) {
+            Acquire::Held => {}
+            // The holder of the slot requeues it when it releases the slot.
+            Acquire::Queued => return,
+        }
+        self.shared.slots.make_resident(slot, &process);
+        context::set_process(Arc::as_ptr(&process) as *const ());
+        // SAFETY: we hold the fiber's home slot, made it resident just above, and it was
+        // Scheduled when we popped it (only one queue ever holds it).
+        let outcome = unsafe { fiber.resume(self.shared.slots.stack(slot)) };
+        context::set_process(std::ptr::null());
+        match outcome {
+            RunOutcome::Parked => {
+                self.release_slot(slot);
+                if fiber.transition_to_idle() {
+                    self.queue.push(process);
+                }
+            }
+            RunOutcome::Yielded => {
+                self.release_slot(slot);
+                fiber.transition_to_scheduled();
+                self.queue.push(process);
+                self.shared.notify_one();
+            }
+            RunOutcome::Completed => {
+                let resident = self.shared.slots.vacate(slot);
+                self.release_slot(slot);
+                if self.shared.slots.unhome(slot) {
+                    let mut cache = self.free_slots.borrow_mut();
+                    if cache.len() < FREE_SLOT_CACHE {
+                        cache.push(slot);
+                    } else {
+                        self.shared.slots.give_back([slot]);
+                    }
+                }
+                drop(resident);
+                drop(process);
+                self.shared.fiber_finished();
+            }
+        }
+    }
+
+    fn release_slot(&self, slot: u32) {
+        let mut requeued = false;
+        self.shared.slots.release(slot, &mut |waiter| {
+            self.queue.push(waiter);
+            requeued = true;
+        });
+        if requeued {
+            self.shared.notify_one();
+        }
+    }
+
+    /// Fires this worker's due timers. Returns `true` if any fired.
+    fn fire_timers(&self) -> bool {
+        let timers = &self.shared.workers[self.index].timers;
+        if !timers.due(&self.shared, Instant::now()) {
+            return false;
+        }
+        timers.fire(&self.shared, Instant::now()) > 0
+    }
+
+    /// Parks the worker until work arrives or its next timer is due (idle protocol, `idle.rs`).
+    fn sleep(&self) {
+        let shared = &self.shared;
+        shared
+            .idle
+            .transition_to_sleeping(self.index, self.searching.replace(false));
+        // Step c of the idle protocol: look again now that we are listed as sleeping.
+        // Acquire: pairs with the Release in `Runtime::shutdown`.
+        let shutting_down = shared.shutdown.load(Ordering::Acquire) && shared.live() == 0;
+        if shutting_down || shared.has_visible_work() {
+            if !shared.idle.transition_from_sleeping(self.index) {
+                // A submitter already woke us and counted us as searching.
+                self.searching.set(true);
+            }
+            return;
+        }
+        let deadline = shared.workers[self.index].timers.next_deadline(shared);
+        shared.workers[self.index].parker.park(deadline);
+        if !shared.idle.transition_from_sleeping(self.index) {
+            self.searching.set(true);
+        }
+    }
+}

@@ -1,0 +1,2 @@
+//! Placeholder until the `starling` program lands; replaced by src/cli.
+fn main() {}

@@ -1,0 +1,238 @@
+//! Shared helpers for the public-API integration tests: hang guards, VM builders, the
+//! `on_schedulers!` macro that runs one body on 1, 2 and 4 schedulers, and a transcript that
+//! stands in for the tutorials' `IO.puts`.
+//!
+//! Every test runs its body on a helper OS thread and waits for it with a deadline, so a VM that
+//! deadlocks makes the test FAIL with a message instead of hanging the suite.
+
+#![allow(dead_code)]
+
+use std::any::Any;
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex, Once};
+use std::thread::ThreadId;
+use std::time::{Duration, Instant};
+
+use starling::Vm;
+
+/// The hang guard of an ordinary test: far above what any test needs, far below "forever".
+pub const TEST_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Runs `f` on a helper OS thread and returns its result; panics if it takes longer than
+/// `limit`, and re-raises the helper's panic (with its message) if it panicked.
+///
+/// A helper that hangs is left behind: the test binary exits when the harness is done.
+#[track_caller]
+pub fn with_timeout<T, F>(limit: Duration, what: &str, f: F) -> T
+where
+    T: Send + 'static,
+    F: FnOnce() -> T + Send + 'static,
+{
+    let (tx, rx) = mpsc::channel();
+    let handle = std::thread::Builder::new()
+        .name(format!("hang-guarded: {what}"))
+        .spawn(move || {
+            let value = f();
+            // The receiver is gone only if the test already failed by timeout.
+            let _ = tx.send(value);
+        })
+        .expect("could not start the hang-guard helper thread");
+    match rx.recv_timeout(limit) {
+        Ok(value) => {
+            let _ = handle.join();
+            value
+        }
+        Err(mpsc::RecvTimeoutError::Disconnected) => match handle.join() {
+            Err(payload) => std::panic::resume_unwind(payload),
+            Ok(()) => unreachable!("helper thread ended without a result and without panicking"),
+        },
+        Err(mpsc::RecvTimeoutError::Timeout) => panic!(
+            "TIMEOUT: `{what}` did not finish within {limit:?} (deadlock, lost wake-up or \
+             starvation in the VM?)"
+        ),
+    }
+}
+
+/// Builds a VM with `schedulers` scheduler threads.
+pub fn vm(schedulers: usize) -> Vm {
+    Vm::builder()
+        .schedulers(schedulers)
+        .build()
+        .unwrap_or_else(|e| panic!("building a VM with {schedulers} schedulers failed: {e}"))
+}
+
+/// Builds a VM with `schedulers` schedulers on a hang-guarded helper thread, hands it to `body`,
+/// then drops it (which shuts it down) — all within [`TEST_TIMEOUT`].
+#[track_caller]
+pub fn with_vm(schedulers: usize, body: fn(&Vm)) {
+    with_vm_timeout(schedulers, TEST_TIMEOUT, body)
+}
+
+/// [`with_vm`] with another hang guard.
+#[track_caller]
+pub fn with_vm_timeout(schedulers: usize, limit: Duration, body: fn(&Vm)) {
+    let what = format!("test body on a {schedulers}-scheduler VM");
+    with_timeout(limit, &what, move || {
+        let vm = vm(schedulers);
+        body(&vm);
+        drop(vm);
+    })
+}
+
+/// `vm.run(f)`, expecting the root process to return normally.
+#[track_caller]
+pub fn run<T, F>(vm: &Vm, f: F) -> T
+where
+    T: Send + 'static,
+    F: FnOnce() -> T + Send + 'static,
+{
+    match vm.run(f) {
+        Ok(value) => value,
+        Err(reason) => panic!("the root process did not return normally: {reason:?}"),
+    }
+}
+
+/// Defines one `#[test]` per scheduler count (1, 2 and 4) for each body:
+///
+/// ```ignore
+/// on_schedulers! {
+///     fn ping_pong_works(vm) { let n = run(vm, || 1); assert_eq!(n, 1); }
+/// }
+/// ```
+/// expands to a module `ping_pong_works` with the tests `schedulers_1`, `schedulers_2` and
+/// `schedulers_4` (shown as `ping_pong_works::schedulers_1` and so on). `vm` is a `&Vm`, and the
+/// body runs under the [`TEST_TIMEOUT`] hang guard. Attributes before `fn` (e.g. `#[ignore]`) go
+/// on all three tests.
+#[allow(unused_macros)]
+macro_rules! on_schedulers {
+    ($( $(#[$attr:meta])* fn $name:ident($vm:ident) $body:block )*) => {$(
+        mod $name {
+            #[allow(unused_imports)]
+            use super::*;
+
+            fn scheduler_test_body($vm: &::starling::Vm) $body
+
+            $(#[$attr])*
+            #[test]
+            fn schedulers_1() {
+                crate::common::with_vm(1, scheduler_test_body)
+            }
+
+            $(#[$attr])*
+            #[test]
+            fn schedulers_2() {
+                crate::common::with_vm(2, scheduler_test_body)
+            }
+
+            $(#[$attr])*
+            #[test]
+            fn schedulers_4() {
+                crate::common::with_vm(4, scheduler_test_body)
+            }
+        }
+    )*};
+}
+
+/// Stands in for standard output in the tutorial ports: `IO.puts(x)` becomes
+/// `out.puts(x)`, and the test asserts on `out.lines()`. Cheap to clone into processes; the lock
+/// is held only while pushing or copying, never across a VM call.
+#[derive(Clone, Default)]
+pub struct Transcript(Arc<Mutex<Vec<String>>>);
+
+impl Transcript {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn puts(&self, line: impl Into<String>) {
+        self.0.lock().unwrap().push(line.into());
+    }
+
+    pub fn lines(&self) -> Vec<String> {
+        self.0.lock().unwrap().clone()
+    }
+
+    pub fn contains(&self, line: &str) -> bool {
+        self.0.lock().unwrap().iter().any(|l| l == line)
+    }
+}
+
+/// Inside a process: polls `condition` (sleeping 1 ms between tries) until it holds, panicking
+/// with `what` if it does not within 10 s.
+#[track_caller]
+pub fn eventually(what: &str, mut condition: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !condition() {
+        assert!(
+            Instant::now() < deadline,
+            "never happened within 10 s: {what}"
+        );
+        starling::process::sleep(Duration::from_millis(1));
+    }
+}
+
+/// Outside any process: polls `condition` (sleeping the OS thread) like [`eventually`].
+#[track_caller]
+pub fn eventually_outside(what: &str, mut condition: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !condition() {
+        assert!(
+            Instant::now() < deadline,
+            "never happened within 10 s: {what}"
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+#[inline(never)]
+fn read_current_thread_id() -> ThreadId {
+    std::thread::current().id()
+}
+
+/// The id of the OS thread running the caller *right now*.
+///
+/// LLVM assumes a function never changes threads, so it may reuse a thread-local address it
+/// computed before a VM call that switched the process to another worker (measured here, see
+/// DESIGN.md "Thread-locals and migration"). Calling through a function pointer that
+/// `black_box` hides forces a fresh lookup every time.
+pub fn current_thread_id() -> ThreadId {
+    let read: fn() -> ThreadId = std::hint::black_box(read_current_thread_id);
+    read()
+}
+
+/// The text of a panic payload (`&str` or `String`), or a placeholder.
+pub fn panic_message(payload: &(dyn Any + Send)) -> String {
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        (*s).to_string()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "<non-string panic payload>".to_string()
+    }
+}
+
+/// Marker that tests put in panics they cause on purpose.
+pub const INTENTIONAL: &str = "intentional panic";
+
+/// Installs (once per test binary) a panic hook that stays silent for panics whose message
+/// contains [`INTENTIONAL`] and prints every other panic as the default hook does.
+pub fn quiet_intentional_panics() {
+    static INSTALL: Once = Once::new();
+    INSTALL.call_once(|| {
+        let default_hook = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            if !panic_message(info.payload()).contains(INTENTIONAL) {
+                default_hook(info);
+            }
+        }));
+    });
+}
+
+/// Inside a process: receives an `M`, failing after 30 s with `what` — for replies from child
+/// processes that assert, so a child's failed assertion (printed as its panic) fails the test
+/// instead of leaving the root waiting until the hang guard.
+#[track_caller]
+pub fn receive_or_fail<M: Send + 'static>(what: &str) -> M {
+    starling::receive_timeout::<M>(Duration::from_secs(30))
+        .unwrap_or_else(|| panic!("no reply within 30 s: {what} (did a child process panic?)"))
+}

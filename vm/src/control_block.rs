@@ -1,0 +1,209 @@
+//! The process control block: everything the VM keeps about one process.
+//!
+//! # Fields by access discipline
+//!
+//! - Immutable after creation: `pid`, `vm`.
+//! - Owner only (the process itself, from its coroutine): the mailbox's private queue, `locals`.
+//! - Any thread: the mailbox's outer queue (under its mutex), the kill state (`kill` under its
+//!   mutex, `killed` atomically), `exiting`, `on_exit` (taken once by the owner).
+
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use starling_scheduler::{Fiber, FiberStatus, Schedulable};
+
+use crate::exit::{ExitReason, Status};
+use crate::local::Locals;
+use crate::mailbox::Mailbox;
+use crate::pid::Pid;
+use crate::vm::VmShared;
+
+/// Called with the exit reason when a process ends (used by `Vm::run`).
+pub(crate) type ExitHook = Box<dyn FnOnce(&ExitReason) + Send>;
+
+/// The unwinding payload that ends a process with the reason stored in its kill state. It
+/// never reaches the panic hook (it is raised with `resume_unwind`).
+pub(crate) struct ExitUnwind;
+
+/// One process.
+pub(crate) struct Process {
+    pub(crate) pid: Pid,
+    pub(crate) vm: Arc<VmShared>,
+    fiber: Fiber,
+    pub(crate) mailbox: Mailbox,
+    pub(crate) locals: Locals,
+    /// The reason the process must die with, set by the first kill. Under this mutex.
+    kill: Mutex<Option<ExitReason>>,
+    /// `kill` is set. Release on set, Acquire on the check, so the reason is visible.
+    killed: AtomicBool,
+    /// The process is ending (status `Exiting`). Relaxed: introspection only.
+    exiting: AtomicBool,
+    /// Taken once by the owner when it ends.
+    on_exit: Mutex<Option<ExitHook>>,
+}
+
+impl Schedulable for Process {
+    fn fiber(&self) -> &Fiber {
+        &self.fiber
+    }
+}
+
+/// The calling process.
+///
+/// # Panics
+///
+/// Outside a process, with a message naming `function`.
+pub(crate) fn current(function: &str) -> &'static Process {
+    match starling_scheduler::current_process::<Process>() {
+        // SAFETY: the pointer addresses the running process inside an `Arc` that the worker
+        // running it holds for as long as it runs. Process code is the only code that can call
+        // this, and all of it runs before the process ends, so the reference never outlives
+        // the process in practice ('static is the only lifetime we can name for "as long as
+        // the calling process runs"; it is never stored anywhere that outlives it).
+        Some(process) => unsafe { &*process.as_ptr() },
+        None => panic!("starling::{function} called outside a process"),
+    }
+}
+
+/// Reductions each VM call costs; see the crate docs' table.
+pub(crate) const CALL_COST: u32 = 1;
+
+impl Process {
+    pub(crate) fn new(
+        pid: Pid,
+        vm: Arc<VmShared>,
+        fiber: Fiber,
+        on_exit: Option<ExitHook>,
+    ) -> Process {
+        Process {
+            pid,
+            vm,
+            fiber,
+            mailbox: Mailbox::new(),
+            locals: Locals::new(),
+            kill: Mutex::new(None),
+            killed: AtomicBool::new(false),
+            exiting: AtomicBool::new(false),
+            on_exit: Mutex::new(on_exit),
+        }
+    }
+
+    /// Owner only: the common entry of every VM call. Dies if killed, spends `reductions`
+    /// (yielding if the slice is used up), and dies if killed meanwhile.
+    #[inline]
+    pub(crate) fn checkpoint(&self, reductions: u32) {
+        self.die_if_killed();
+        starling_scheduler::spend::<Process>(reductions);
+        self.die_if_killed();
+    }
+
+    /// Owner only: unwinds the process if it has been killed.
+    #[inline]
+    pub(crate) fn die_if_killed(&self) {
+        // Acquire: pairs with the Release in `kill`.
+        if self.killed.load(Ordering::Acquire) {
+            die();
+        }
+    }
+
+    /// Any thread: makes the process end with `reason` at its next VM call (or now, if it is
+    /// parked: it is woken). Only the first kill counts. Returns `true` if this kill counted.
+    pub(crate) fn kill(self: &Arc<Self>, reason: ExitReason) -> bool {
+        {
+            let mut kill = self.kill.lock().unwrap_or_else(|e| e.into_inner());
+            if kill.is_some() {
+                return false;
+            }
+            *kill = Some(reason);
+            // Release: pairs with the Acquire in `die_if_killed`.
+            self.killed.store(true, Ordering::Release);
+        }
+        self.vm.runtime.wake(self);
+        true
+    }
+
+    /// Owner only: records `reason` as the process's own exit reason (`exit/1`), unless a kill
+    /// already counted. The caller then unwinds.
+    pub(crate) fn kill_self(&self, reason: ExitReason) {
+        let mut kill = self.kill.lock().unwrap_or_else(|e| e.into_inner());
+        if kill.is_none() {
+            *kill = Some(reason);
+            // Release: pairs with the Acquire in `die_if_killed`.
+            self.killed.store(true, Ordering::Release);
+        }
+    }
+
+    /// The reason of the kill that counted, if any.
+    fn kill_reason(&self) -> Option<ExitReason> {
+        self.kill.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// What `process::info` reports as the status.
+    pub(crate) fn status(&self) -> Status {
+        // Relaxed: introspection.
+        if self.exiting.load(Ordering::Relaxed) {
+            return Status::Exiting;
+        }
+        match self.fiber.status() {
+            FiberStatus::Running => Status::Running,
+            FiberStatus::Runnable => Status::Runnable,
+            FiberStatus::Waiting => Status::Waiting,
+            FiberStatus::Done => Status::Exiting,
+        }
+    }
+
+    /// Bytes this process holds: its stack bytes, its queued messages and its control block.
+    pub(crate) fn memory(&self) -> usize {
+        self.fiber.stack_bytes() + self.mailbox.bytes() + std::mem::size_of::<Process>()
+    }
+
+    /// Owner only: the body wrapper's last step. Computes the exit reason from how the body
+    /// ended, releases what the process holds, and tells whoever waits for it.
+    pub(crate) fn terminate(self: &Arc<Self>, outcome: std::thread::Result<()>) {
+        let reason = match (self.kill_reason(), outcome) {
+            // The first kill counts, even if the process then panicked while unwinding.
+            (Some(reason), _) => reason,
+            (None, Ok(())) => ExitReason::Normal,
+            (None, Err(payload)) => ExitReason::Panic(panic_message(&*payload)),
+        };
+        // Relaxed: introspection.
+        self.exiting.store(true, Ordering::Relaxed);
+        // Process-locals may run arbitrary Drop code; a panic there must not escape the fiber.
+        let _ = catch_unwind(AssertUnwindSafe(|| self.locals.drop_all()));
+        self.vm.table.remove(self.pid);
+        let hook = self
+            .on_exit
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if let Some(hook) = hook {
+            let _ = catch_unwind(AssertUnwindSafe(|| hook(&reason)));
+        }
+        let _ = catch_unwind(AssertUnwindSafe(|| self.mailbox.clear()));
+    }
+}
+
+/// Unwinds the calling process with [`ExitUnwind`], unless it is already unwinding (a Drop
+/// that calls the VM during a panic must not start a second unwind, which would abort).
+///
+/// Never inlined: `std::thread::panicking` reads a thread-local, and this read must not be
+/// merged into a caller that may resume on another thread (crate docs, the thread rule).
+#[cold]
+#[inline(never)]
+fn die() {
+    if !std::thread::panicking() {
+        std::panic::resume_unwind(Box::new(ExitUnwind));
+    }
+}
+
+/// The message of a panic payload.
+pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    if let Some(message) = payload.downcast_ref::<&'static str>() {
+        (*message).to_string()
+    } else if let Some(message) = payload.downcast_ref::<String>() {
+        message.clone()
+    } else {
+        "Box<dyn Any>".to_string()
+    }
+}

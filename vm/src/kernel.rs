@@ -1,0 +1,151 @@
+//! The kernel functions every process uses: spawn, send, self_pid, exit.
+
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::Arc;
+
+use starling_scheduler::Fiber;
+
+use crate::control_block::{current, ExitHook, ExitUnwind, Process, CALL_COST};
+use crate::error::Error;
+use crate::exit::ExitReason;
+use crate::mailbox::Message;
+use crate::pid::Pid;
+use crate::vm::VmShared;
+
+/// Creates a process running `body` on `vm` and schedules it. The process is in the table (its
+/// pid alive) before this returns, and has not run yet.
+pub(crate) fn spawn_in<F>(
+    vm: &Arc<VmShared>,
+    body: F,
+    on_exit: Option<ExitHook>,
+) -> Result<Pid, Error>
+where
+    F: FnOnce() + Send + 'static,
+{
+    if !vm.table.reserve() {
+        return Err(Error::SystemLimit);
+    }
+    let entry = Box::new(move || {
+        let process = current("spawn");
+        let outcome = catch_unwind(AssertUnwindSafe(|| {
+            // Killed before it ever ran (e.g. spawned during shutdown).
+            process.die_if_killed();
+            body();
+        }));
+        // The worker holds an `Arc` of us while we run; take our own for `terminate`.
+        if let Some(me) = process.vm.table.get(process.pid) {
+            me.terminate(outcome);
+        } else {
+            unreachable!("runtime: a running process is missing from the process table");
+        }
+    });
+    let process = vm
+        .table
+        .insert(|pid| Arc::new(Process::new(pid, vm.clone(), Fiber::new(entry), on_exit)));
+    let pid = process.pid;
+    if vm.is_shutting_down() {
+        process.kill(ExitReason::Killed);
+    }
+    vm.runtime.spawn(process);
+    Ok(pid)
+}
+
+/// Spawns a process running `f` and returns its pid at once, before the child runs.
+///
+/// # Panics
+///
+/// Outside a process, and at the VM's `max_processes` limit (`SystemLimit`; use [`try_spawn`]
+/// to get an error instead).
+///
+/// # Examples
+///
+/// ```
+/// let vm = starling::Vm::builder().schedulers(2).build().unwrap();
+/// let answer = vm.run(|| {
+///     let parent = starling::self_pid();
+///     starling::spawn(move || starling::send(parent, 6 * 7));
+///     starling::receive::<i32>()
+/// });
+/// assert_eq!(answer, Ok(42));
+/// ```
+pub fn spawn<F>(f: F) -> Pid
+where
+    F: FnOnce() + Send + 'static,
+{
+    match try_spawn_named("spawn", f) {
+        Ok(pid) => pid,
+        Err(error) => panic!("starling::spawn: {error}"),
+    }
+}
+
+/// Like [`spawn`], but returns `Err(Error::SystemLimit)` at the process limit.
+///
+/// # Panics
+///
+/// Outside a process.
+pub fn try_spawn<F>(f: F) -> Result<Pid, Error>
+where
+    F: FnOnce() + Send + 'static,
+{
+    try_spawn_named("try_spawn", f)
+}
+
+fn try_spawn_named<F>(function: &str, f: F) -> Result<Pid, Error>
+where
+    F: FnOnce() + Send + 'static,
+{
+    let process = current(function);
+    process.checkpoint(CALL_COST);
+    spawn_in(&process.vm, f, None)
+}
+
+/// The calling process's pid.
+///
+/// # Panics
+///
+/// Outside a process.
+pub fn self_pid() -> Pid {
+    let process = current("self_pid");
+    process.checkpoint(CALL_COST);
+    process.pid
+}
+
+/// Sends `message` to `pid`. Never blocks and never fails: a message to a dead process (or to a
+/// pid of another VM) is dropped. The message counts in the receiver's `message_queue_len` as
+/// soon as this returns, and messages from one process to another arrive in the order sent.
+///
+/// # Panics
+///
+/// Outside a process (use [`Vm::send`](crate::Vm::send) there).
+pub fn send<M: Send + 'static>(pid: Pid, message: M) {
+    let process = current("send");
+    process.checkpoint(CALL_COST);
+    deliver(&process.vm, pid, Box::new(message));
+}
+
+/// Puts `message` into `pid`'s mailbox and wakes it (any thread).
+pub(crate) fn deliver(vm: &VmShared, pid: Pid, message: Message) {
+    if pid.vm != vm.id {
+        return;
+    }
+    if let Some(target) = vm.table.get(pid) {
+        target.mailbox.push(message);
+        vm.runtime.wake(&target);
+    }
+}
+
+/// Ends the calling process with `reason` (Elixir's `Kernel.exit/1`). Unwinds the process's
+/// stack, running destructors; a `catch_unwind` in user code cannot keep the process alive past
+/// its next VM call.
+///
+/// # Panics
+///
+/// Outside a process.
+pub fn exit(reason: ExitReason) -> ! {
+    let process = current("exit");
+    // A kill that already counted wins (only the first reason counts).
+    if let Some(me) = process.vm.table.get(process.pid) {
+        me.kill_self(reason);
+    }
+    std::panic::resume_unwind(Box::new(ExitUnwind))
+}

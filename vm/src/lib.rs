@@ -1,0 +1,323 @@
+//! Starling's processes: pids, the process table, mailboxes with selective receive, exits,
+//! process-local storage and introspection, on top of `starling-scheduler`'s green threads.
+//!
+//! Use it through the `starling` facade crate, which re-exports everything here.
+//!
+//! # The model
+//!
+//! A *process* is a Rust closure running on its own stackful coroutine. Processes share no
+//! mutable memory through the VM: a message is an owned `Send + 'static` value moved into the
+//! receiver's mailbox. A process ends when its closure returns (reason `Normal`), panics
+//! (`Panic(message)`, with a one-line crash report), or calls [`exit`]; a crash ends only that
+//! process.
+//!
+//! ```
+//! use starling::{receive, self_pid, send, spawn, Vm};
+//! use std::time::Duration;
+//!
+//! #[derive(Debug)]
+//! enum Request { Add(i64, i64, starling::Pid), Stop }
+//!
+//! let vm = Vm::builder().schedulers(2).build().unwrap();
+//! let result = vm.run(|| {
+//!     let calculator = spawn(|| loop {
+//!         match starling::receive::<Request>() {
+//!             Request::Add(a, b, from) => send(from, a + b),
+//!             Request::Stop => break,
+//!         }
+//!     });
+//!     send(calculator, Request::Add(5, 3, self_pid()));
+//!     let sum = receive! {
+//!         n: i64 => n,
+//!         after Duration::from_secs(5) => -1,
+//!     };
+//!     send(calculator, Request::Stop);
+//!     sum
+//! });
+//! assert_eq!(result, Ok(8));
+//! ```
+//!
+//! # Design records
+//!
+//! - Mailbox layout and selective receive: `mailbox.rs` (outer queue under a mutex, inner
+//!   queue private to the receiver, BEAM-style).
+//! - Process table and pids: `table.rs` (generational entries in segments allocated on use).
+//! - Stack slots, run queues, stealing, parking, timers and reductions: the docs of
+//!   `starling-scheduler`.
+//!
+//! # What each VM call costs
+//!
+//! Every VM call spends reductions; after `starling_scheduler::REDUCTIONS_PER_SLICE` (4,000)
+//! the process yields at its next VM call, so no process that calls the VM can hold a scheduler.
+//!
+//! | call | reductions |
+//! |------|-----------|
+//! | `spawn`, `send`, `self_pid`, `process::*`, any receive (entry) | 1 |
+//! | receive: scanning messages | 1 more per 16 messages scanned |
+//! | `process::bump_reductions(n)` | n |
+//!
+//! # The thread rule
+//!
+//! A process may resume on another OS thread after **any** VM call. So, in process code:
+//!
+//! - do not keep a reference to `thread_local!` data, a thread id, or thread-affine state across
+//!   a VM call; use [`process_local!`] for per-process state;
+//! - never hold a `std::sync::Mutex` guard (or any lock guard) across a VM call: another process
+//!   on the same thread may try to take it and deadlock, and the guard may be released on
+//!   another thread;
+//! - do not block the OS thread for long (`std::thread::sleep`, blocking I/O): the scheduler's
+//!   other processes wait. Use `process::sleep` and messages instead.
+//!
+//! The VM itself finds the current process through a lookup the compiler cannot cache across a
+//! switch (see `starling-scheduler`'s `context.rs`).
+//!
+//! # Panics and unwinding
+//!
+//! A panic inside a process is caught at the process boundary; it never crosses the coroutine
+//! boundary into the scheduler. [`exit`] and kills unwind the process's stack with a private
+//! payload, running destructors; catching it with `catch_unwind` only delays the end until the
+//! next VM call.
+
+#![deny(unsafe_op_in_unsafe_fn)]
+#![deny(clippy::undocumented_unsafe_blocks)]
+#![warn(missing_docs, missing_debug_implementations)]
+#![doc(test(attr(deny(warnings))))]
+
+mod control_block;
+mod crash;
+mod error;
+mod exit;
+mod kernel;
+mod local;
+mod mailbox;
+mod monitor;
+mod pid;
+pub mod process;
+mod receive;
+mod table;
+mod vm;
+
+pub use error::Error;
+pub use exit::{Down, Exit, ExitReason, Status};
+pub use kernel::{exit, self_pid, send, spawn, try_spawn};
+pub use local::ProcessLocal;
+pub use monitor::{MonitorRef, TimerRef};
+pub use pid::Pid;
+pub use process::ProcessInfo;
+pub use receive::{receive, receive_match, receive_match_timeout, receive_timeout};
+pub use vm::{Builder, Vm, DEFAULT_MAX_PROCESSES};
+
+#[doc(hidden)]
+pub use receive::private as __private;
+
+/// Declares process-local values: each process that uses one gets its own, lazily initialised
+/// copy, dropped when the process ends.
+///
+/// ```
+/// use std::cell::RefCell;
+/// starling::process_local! {
+///     static SEEN: RefCell<u32> = RefCell::new(0);
+/// }
+/// let vm = starling::Vm::builder().schedulers(1).build().unwrap();
+/// assert_eq!(vm.run(|| { SEEN.with(|n| *n.borrow_mut() += 1); SEEN.with(|n| *n.borrow()) }), Ok(1));
+/// ```
+#[macro_export]
+macro_rules! process_local {
+    () => {};
+    ($(#[$attr:meta])* $vis:vis static $name:ident : $t:ty = $init:expr; $($rest:tt)*) => {
+        $(#[$attr])*
+        $vis static $name: $crate::ProcessLocal<$t> = $crate::ProcessLocal::new({
+            fn __starling_init() -> $t {
+                $init
+            }
+            __starling_init
+        });
+        $crate::process_local!($($rest)*);
+    };
+    ($(#[$attr:meta])* $vis:vis static $name:ident : $t:ty = $init:expr) => {
+        $crate::process_local!($(#[$attr])* $vis static $name: $t = $init;);
+    };
+}
+
+/// Receives the first message, in mailbox order, that matches one of several typed clauses.
+///
+/// ```
+/// use starling::receive;
+/// use std::time::Duration;
+///
+/// #[derive(Debug, PartialEq)]
+/// enum Tag { A, B }
+///
+/// let vm = starling::Vm::builder().schedulers(1).build().unwrap();
+/// let got = vm.run(|| {
+///     let me = starling::self_pid();
+///     starling::send(me, (Tag::B, 1));
+///     starling::send(me, (Tag::A, -3));
+///     starling::send(me, (Tag::A, 5));
+///     let first = receive! {
+///         (Tag::A, n): (Tag, i32) if *n > 0 => n,
+///         s: String => s.len() as i32,
+///         after Duration::from_millis(100) => -1,
+///     };
+///     let none = receive! {
+///         s: String => s.len() as i32,
+///         after Duration::ZERO => -1,
+///     };
+///     (first, none)
+/// });
+/// assert_eq!(got, Ok((5, -1)));
+/// ```
+///
+/// Each clause is `PATTERN: TYPE [if GUARD] => BODY`. A message matches a clause only if its
+/// type is exactly `TYPE` and `PATTERN` matches it (and `GUARD`, which sees the bindings by
+/// reference, holds). The mailbox is scanned oldest first; for each message the clauses are
+/// tried in order. The first match is removed and its `BODY` runs with the bindings by value;
+/// every other message stays in place. An optional last clause `after DURATION => BODY` runs if
+/// nothing matched in time (`Duration::ZERO` polls once); without it the macro waits forever.
+/// `break`, `continue`, `return` and `?` in a body act on the code around the macro. A pattern
+/// has no top-level `:` and no `mut`/`ref` binding modifiers; guards must not call the VM.
+///
+/// # Panics
+///
+/// Outside a process.
+#[macro_export]
+macro_rules! receive {
+    ($($tokens:tt)+) => {
+        $crate::__receive_parse!(@clauses [] @pattern [] $($tokens)+)
+    };
+}
+
+/// Parses `receive!` clauses (a token muncher); not a public API.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __receive_parse {
+    // Rules are ordered most specific first: each accumulator would also swallow the markers
+    // (`@type`, `@guard`, `@body`) of the states after it.
+
+    // The body is one expression, followed by `,` unless it is the last clause.
+    (@clauses [$($clauses:tt)*] @pattern [$($pattern:tt)+] @type [$($type:tt)+] @guard [$($guard:tt)+] @body => $body:expr , $($rest:tt)*) => {
+        $crate::__receive_parse!(@clauses [$($clauses)* {[$($pattern)+] [$($type)+] [$($guard)+] ($body)}] @pattern [] $($rest)*)
+    };
+    (@clauses [$($clauses:tt)*] @pattern [$($pattern:tt)+] @type [$($type:tt)+] @guard [$($guard:tt)+] @body => $body:expr) => {
+        $crate::__receive_emit!([$($clauses)* {[$($pattern)+] [$($type)+] [$($guard)+] ($body)}] [])
+    };
+    // The guard ends at `=>`.
+    (@clauses [$($clauses:tt)*] @pattern [$($pattern:tt)+] @type [$($type:tt)+] @guard [$($guard:tt)+] => $($rest:tt)*) => {
+        $crate::__receive_parse!(@clauses [$($clauses)*] @pattern [$($pattern)+] @type [$($type)+] @guard [$($guard)+] @body => $($rest)*)
+    };
+    (@clauses [$($clauses:tt)*] @pattern [$($pattern:tt)+] @type [$($type:tt)+] @guard [$($guard:tt)*] $token:tt $($rest:tt)*) => {
+        $crate::__receive_parse!(@clauses [$($clauses)*] @pattern [$($pattern)+] @type [$($type)+] @guard [$($guard)* $token] $($rest)*)
+    };
+    // The type ends at `if` (a guard follows) or `=>`.
+    (@clauses [$($clauses:tt)*] @pattern [$($pattern:tt)+] @type [$($type:tt)+] if $($rest:tt)*) => {
+        $crate::__receive_parse!(@clauses [$($clauses)*] @pattern [$($pattern)+] @type [$($type)+] @guard [] $($rest)*)
+    };
+    (@clauses [$($clauses:tt)*] @pattern [$($pattern:tt)+] @type [$($type:tt)+] => $($rest:tt)*) => {
+        $crate::__receive_parse!(@clauses [$($clauses)*] @pattern [$($pattern)+] @type [$($type)+] @guard [true] @body => $($rest)*)
+    };
+    (@clauses [$($clauses:tt)*] @pattern [$($pattern:tt)+] @type [$($type:tt)*] $token:tt $($rest:tt)*) => {
+        $crate::__receive_parse!(@clauses [$($clauses)*] @pattern [$($pattern)+] @type [$($type)* $token] $($rest)*)
+    };
+    // `after:` starts a pattern that binds a variable named `after`.
+    (@clauses [$($clauses:tt)*] @pattern [] after : $($rest:tt)*) => {
+        $crate::__receive_parse!(@clauses [$($clauses)*] @pattern [after] : $($rest)*)
+    };
+    // The `after` clause, last.
+    (@clauses [$($clauses:tt)*] @pattern [] after $timeout:expr => $body:expr $(,)?) => {
+        $crate::__receive_emit!([$($clauses)*] [($timeout) ($body)])
+    };
+    // End of the clauses, no `after`.
+    (@clauses [$($clauses:tt)*] @pattern []) => {
+        $crate::__receive_emit!([$($clauses)*] [])
+    };
+    // The pattern ends at the first top-level `:`.
+    (@clauses [$($clauses:tt)*] @pattern [$($pattern:tt)+] : $($rest:tt)*) => {
+        $crate::__receive_parse!(@clauses [$($clauses)*] @pattern [$($pattern)+] @type [] $($rest)*)
+    };
+    (@clauses [$($clauses:tt)*] @pattern [$($pattern:tt)*] $token:tt $($rest:tt)*) => {
+        $crate::__receive_parse!(@clauses [$($clauses)*] @pattern [$($pattern)* $token] $($rest)*)
+    };
+}
+
+/// Expands parsed `receive!` clauses; not a public API.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __receive_emit {
+    ([$({[$($pattern:tt)+] [$($type:tt)+] [$($guard:tt)+] ($body:expr)})+] [$(($timeout:expr) ($after:expr))?]) => {{
+        let __starling_selected = $crate::__private::receive_clauses(
+            &mut |__starling_message: &(dyn ::core::any::Any + ::core::marker::Send)| {
+                let mut __starling_clause: usize = 0;
+                $(
+                    if let ::core::option::Option::Some(__starling_value) =
+                        __starling_message.downcast_ref::<$($type)+>()
+                    {
+                        #[allow(unused_variables)]
+                        let __starling_hit = match __starling_value {
+                            $($pattern)+ if $($guard)+ => true,
+                            _ => false,
+                        };
+                        if __starling_hit {
+                            return ::core::option::Option::Some(__starling_clause);
+                        }
+                    }
+                    __starling_clause += 1;
+                )+
+                let _ = __starling_clause;
+                ::core::option::Option::None
+            },
+            $crate::__receive_timeout!($($timeout)?),
+        );
+        match __starling_selected {
+            ::core::option::Option::Some((__starling_index, __starling_message)) => {
+                $crate::__receive_chain!(__starling_index, __starling_message, 0usize,
+                    $({[$($pattern)+] [$($type)+] ($body)})+)
+            }
+            ::core::option::Option::None => $crate::__receive_after!($($after)?),
+        }
+    }};
+}
+
+/// The timeout argument of a `receive!` expansion; not a public API.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __receive_timeout {
+    () => {
+        ::core::option::Option::None
+    };
+    ($timeout:expr) => {
+        ::core::option::Option::Some($timeout)
+    };
+}
+
+/// The `after` body of a `receive!` expansion; not a public API.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __receive_after {
+    () => {
+        ::core::unreachable!("receive! without `after` returned without a message")
+    };
+    ($after:expr) => {
+        $after
+    };
+}
+
+/// Runs the body of the clause that matched, as an `if` chain so that `break`, `continue`,
+/// `return` and `?` in bodies act on the surrounding code; not a public API.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __receive_chain {
+    ($index:ident, $message:ident, $position:expr, {[$($pattern:tt)+] [$($type:tt)+] ($body:expr)} $($rest:tt)*) => {
+        if $index == $position {
+            match $crate::__private::unbox::<$($type)+>($message) {
+                $($pattern)+ => $body,
+                #[allow(unreachable_patterns)]
+                _ => ::core::unreachable!("receive! clause matched, then did not"),
+            }
+        } else {
+            $crate::__receive_chain!($index, $message, $position + 1usize, $($rest)*)
+        }
+    };
+    ($index:ident, $message:ident, $position:expr,) => {
+        ::core::unreachable!("receive! clause index out of range")
+    };
+}

@@ -1,0 +1,149 @@
+//! Selective receive: take the first message, in mailbox order, that a matcher accepts.
+//!
+//! All receive functions and the [`receive!`](crate::receive) macro share one loop
+//! ([`select`]): move new arrivals into the private queue, scan from where the last scan of this
+//! call stopped, and park (with a timer if there is a deadline) when nothing matches. A timeout
+//! never fires early: the deadline is compared with the clock after every wake-up.
+
+use std::any::Any;
+use std::time::{Duration, Instant};
+
+use crate::control_block::{current, Process, CALL_COST};
+use crate::mailbox::Message;
+
+/// Reductions charged per this many messages scanned, on top of the call's cost. Guessed: a
+/// scan step is a type check and a guard, ~2–5 ns, so 16 of them cost about one cheap VM call.
+const SCAN_STEPS_PER_REDUCTION: usize = 16;
+
+/// The shared receive loop. `timeout`: `None` waits forever; `Some(Duration::ZERO)` polls once.
+pub(crate) fn select<R>(
+    function: &str,
+    matcher: &mut dyn FnMut(&(dyn Any + Send)) -> Option<R>,
+    timeout: Option<Duration>,
+) -> Option<(R, Message)> {
+    let process = current(function);
+    process.checkpoint(CALL_COST);
+    // `None` inside: the deadline is too far to represent, i.e. never.
+    let deadline = timeout.map(|timeout| Instant::now().checked_add(timeout));
+    let mut scanned = 0;
+    loop {
+        process.die_if_killed();
+        let before = scanned;
+        let found = process.mailbox.take_first(&mut scanned, matcher);
+        let steps = (scanned - before) / SCAN_STEPS_PER_REDUCTION;
+        if steps > 0 {
+            starling_scheduler::spend::<Process>(steps as u32);
+        }
+        if let Some(found) = found {
+            return Some(found);
+        }
+        match deadline {
+            None | Some(None) => starling_scheduler::park::<Process>(),
+            Some(Some(deadline)) => {
+                if Instant::now() >= deadline {
+                    return None;
+                }
+                starling_scheduler::park_until::<Process>(deadline);
+            }
+        }
+    }
+}
+
+fn take<M: 'static>(message: Message) -> M {
+    *message
+        .downcast::<M>()
+        .unwrap_or_else(|_| unreachable!("matcher accepted a message of another type"))
+}
+
+/// Receives the first message of type `M` in mailbox order, waiting as long as it takes.
+/// Messages of other types stay in the mailbox, in order.
+///
+/// # Panics
+///
+/// Outside a process (naming `receive`).
+///
+/// # Examples
+///
+/// ```
+/// let vm = starling::Vm::builder().schedulers(1).build().unwrap();
+/// let got = vm.run(|| {
+///     let me = starling::self_pid();
+///     starling::send(me, "text");
+///     starling::send(me, 7u32);
+///     (starling::receive::<u32>(), starling::receive::<&str>())
+/// });
+/// assert_eq!(got, Ok((7, "text")));
+/// ```
+pub fn receive<M: Send + 'static>() -> M {
+    let (_, message) = select("receive", &mut |m| m.is::<M>().then_some(()), None)
+        .expect("a receive without timeout returns a message");
+    take(message)
+}
+
+/// Like [`receive`], but gives up after `timeout` and returns `None`. `Duration::ZERO` checks the
+/// mailbox once without waiting.
+///
+/// # Panics
+///
+/// Outside a process (naming `receive_timeout`).
+pub fn receive_timeout<M: Send + 'static>(timeout: Duration) -> Option<M> {
+    select(
+        "receive_timeout",
+        &mut |m| m.is::<M>().then_some(()),
+        Some(timeout),
+    )
+    .map(|(_, message)| take(message))
+}
+
+/// Receives the first message of type `M` that `predicate` accepts. The predicate may borrow
+/// locals but must not call the VM.
+///
+/// # Panics
+///
+/// Outside a process (naming `receive_match`), or if `predicate` calls a receive function.
+pub fn receive_match<M: Send + 'static>(mut predicate: impl FnMut(&M) -> bool) -> M {
+    let (_, message) = select(
+        "receive_match",
+        &mut |m| m.downcast_ref::<M>().filter(|m| predicate(m)).map(|_| ()),
+        None,
+    )
+    .expect("a receive without timeout returns a message");
+    take(message)
+}
+
+/// Like [`receive_match`], but gives up after `timeout` and returns `None`.
+///
+/// # Panics
+///
+/// As [`receive_match`] (naming `receive_match_timeout`).
+pub fn receive_match_timeout<M: Send + 'static>(
+    mut predicate: impl FnMut(&M) -> bool,
+    timeout: Duration,
+) -> Option<M> {
+    select(
+        "receive_match_timeout",
+        &mut |m| m.downcast_ref::<M>().filter(|m| predicate(m)).map(|_| ()),
+        Some(timeout),
+    )
+    .map(|(_, message)| take(message))
+}
+
+/// Support for the [`receive!`](crate::receive) macro; not a public API.
+#[doc(hidden)]
+pub mod private {
+    use super::*;
+
+    /// Waits for the first message some clause accepts; returns the clause's index and the
+    /// message, or `None` on timeout.
+    pub fn receive_clauses(
+        matcher: &mut dyn FnMut(&(dyn Any + Send)) -> Option<usize>,
+        timeout: Option<Duration>,
+    ) -> Option<(usize, Box<dyn Any + Send>)> {
+        select("receive!", matcher, timeout)
+    }
+
+    /// Unboxes a message the clause's matcher accepted.
+    pub fn unbox<M: 'static>(message: Box<dyn Any + Send>) -> M {
+        take(message)
+    }
+}

@@ -1,0 +1,332 @@
+//! The VM handle: building, running a root process, spawning and sending from outside, shutdown.
+
+use std::fmt;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+
+use starling_scheduler::{Config, Runtime, StartError};
+
+use crate::control_block::Process;
+use crate::error::Error;
+use crate::exit::ExitReason;
+use crate::kernel::{deliver, spawn_in};
+use crate::monitor::References;
+use crate::pid::Pid;
+use crate::table::ProcessTable;
+
+/// Default process limit (like `erl +P`): 4 Mi processes.
+pub const DEFAULT_MAX_PROCESSES: usize = 4 * 1024 * 1024;
+
+/// Most processes a VM may be configured for. The table's segments are allocated on use, so a
+/// high limit costs only a pointer per 64 Ki processes.
+pub const MAX_MAX_PROCESSES: usize = 1 << 30;
+
+/// State shared by a VM's handle and all its processes.
+pub(crate) struct VmShared {
+    /// Distinguishes this VM's pids from other VMs' in the same OS process.
+    pub(crate) id: u32,
+    pub(crate) runtime: Runtime<Process>,
+    pub(crate) table: ProcessTable,
+    pub(crate) references: References,
+    /// Print a line on standard error when a process panics.
+    pub(crate) crash_reports: bool,
+    /// Set once by `shutdown`. Release/Acquire: pairs with `is_shutting_down`.
+    shutting_down: AtomicBool,
+}
+
+impl VmShared {
+    pub(crate) fn is_shutting_down(&self) -> bool {
+        // Acquire: pairs with the Release in `Vm::shutdown_now`.
+        self.shutting_down.load(Ordering::Acquire)
+    }
+}
+
+/// Configures a [`Vm`]; see [`Vm::builder`].
+#[derive(Clone, Debug)]
+pub struct Builder {
+    schedulers: Option<usize>,
+    stack_size: usize,
+    max_processes: usize,
+    max_stack_slots: usize,
+    crash_reports: bool,
+}
+
+impl Default for Builder {
+    fn default() -> Self {
+        Builder {
+            schedulers: None,
+            stack_size: starling_scheduler::DEFAULT_SLOT_SIZE,
+            max_processes: DEFAULT_MAX_PROCESSES,
+            max_stack_slots: starling_scheduler::DEFAULT_MAX_SLOTS,
+            crash_reports: true,
+        }
+    }
+}
+
+impl Builder {
+    /// OS threads running processes (default: one per available core).
+    pub fn schedulers(mut self, schedulers: usize) -> Self {
+        self.schedulers = Some(schedulers);
+        self
+    }
+
+    /// Bytes of stack each process may use, guard page included (default 256 KiB: 200 KiB of
+    /// recursion fits). Rounded up to a multiple of 4 KiB; at least 64 KiB.
+    pub fn stack_size(mut self, bytes: usize) -> Self {
+        self.stack_size = bytes;
+        self
+    }
+
+    /// Most processes alive at once (default 4,194,304), like `erl +P`.
+    pub fn max_processes(mut self, max: usize) -> Self {
+        self.max_processes = max;
+        self
+    }
+
+    /// Most stack slots (default 4,096): processes beyond this many share slots by copying
+    /// their live frames out and in. Each slot costs two kernel memory mappings.
+    pub fn max_stack_slots(mut self, slots: usize) -> Self {
+        self.max_stack_slots = slots;
+        self
+    }
+
+    /// Whether a panicking process prints a one-line crash report (default `true`).
+    pub fn crash_reports(mut self, enabled: bool) -> Self {
+        self.crash_reports = enabled;
+        self
+    }
+
+    /// Starts the VM's schedulers.
+    ///
+    /// # Errors
+    ///
+    /// `Error::InvalidConfig` naming the bad value, if a value is out of range or the OS refused
+    /// a resource.
+    pub fn build(self) -> Result<Vm, Error> {
+        if self.max_processes == 0 || self.max_processes > MAX_MAX_PROCESSES {
+            return Err(Error::InvalidConfig(format!(
+                "max_processes must be between 1 and {MAX_MAX_PROCESSES}, got {}",
+                self.max_processes
+            )));
+        }
+        let stack_size = self
+            .stack_size
+            .checked_next_multiple_of(4096)
+            .ok_or_else(|| Error::InvalidConfig("stack_size overflows".into()))?;
+        let mut config = Config {
+            slot_size: stack_size,
+            max_slots: self.max_stack_slots,
+            ..Config::default()
+        };
+        if let Some(schedulers) = self.schedulers {
+            config.schedulers = schedulers;
+        }
+        static NEXT_ID: AtomicU32 = AtomicU32::new(1);
+        // Relaxed: uniqueness only.
+        let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
+        config.thread_name = format!("starling-{id}");
+        let runtime = Runtime::start(config).map_err(|error| match error {
+            StartError::InvalidConfig(message) => Error::InvalidConfig(message),
+            StartError::Os(error) => Error::InvalidConfig(format!("the OS refused: {error}")),
+        })?;
+        crate::crash::install_panic_hook();
+        Ok(Vm {
+            shared: Arc::new(VmShared {
+                id,
+                runtime,
+                table: ProcessTable::new(id, self.max_processes),
+                references: References::default(),
+                crash_reports: self.crash_reports,
+                shutting_down: AtomicBool::new(false),
+            }),
+        })
+    }
+}
+
+/// A Starling VM: a set of schedulers running isolated processes that talk by messages.
+///
+/// `Vm` is `Send + Sync`: [`run`](Vm::run) may be called again, and from several OS threads at
+/// once. Dropping it (or calling [`shutdown`](Vm::shutdown)) kills every process and joins the
+/// scheduler threads.
+///
+/// # Examples
+///
+/// ```
+/// use starling::{receive, send, self_pid, spawn, Vm};
+///
+/// let vm = Vm::builder().schedulers(2).build().unwrap();
+/// let sum = vm.run(|| {
+///     let me = self_pid();
+///     for i in 1..=10u64 {
+///         spawn(move || send(me, i * i));
+///     }
+///     (0..10).map(|_| receive::<u64>()).sum::<u64>()
+/// });
+/// assert_eq!(sum, Ok(385));
+/// ```
+pub struct Vm {
+    shared: Arc<VmShared>,
+}
+
+impl fmt::Debug for Vm {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Vm")
+            .field("schedulers", &self.schedulers())
+            .field("process_count", &self.process_count())
+            .finish()
+    }
+}
+
+impl Default for Vm {
+    fn default() -> Self {
+        Vm::new()
+    }
+}
+
+impl Vm {
+    /// A VM with one scheduler per available core and default settings.
+    ///
+    /// # Panics
+    ///
+    /// If the OS refuses the schedulers' threads or the stack region.
+    pub fn new() -> Vm {
+        Vm::builder()
+            .build()
+            .unwrap_or_else(|error| panic!("starling::Vm::new: {error}"))
+    }
+
+    /// A builder to configure a VM.
+    pub fn builder() -> Builder {
+        Builder::default()
+    }
+
+    /// Spawns a root process running `f` and blocks the calling OS thread until it ends.
+    ///
+    /// Returns `Ok(value)` if `f` returned, `Err(reason)` if the process ended any other way
+    /// (a panic, `exit(..)` — `exit(Normal)` included —, a kill, or the VM shutting down).
+    ///
+    /// # Panics
+    ///
+    /// If called from inside a process (it would block a scheduler thread): spawn a process and
+    /// receive its reply instead.
+    pub fn run<T, F>(&self, f: F) -> Result<T, ExitReason>
+    where
+        F: FnOnce() -> T + Send + 'static,
+        T: Send + 'static,
+    {
+        assert!(
+            !starling_scheduler::in_process(),
+            "starling::Vm::run called from inside a process; spawn a process and receive its reply instead"
+        );
+        let value = Arc::new(Mutex::new(None::<T>));
+        let outcome = Arc::new((Mutex::new(None::<Result<T, ExitReason>>), Condvar::new()));
+        let value_in = value.clone();
+        let outcome_in = outcome.clone();
+        let body = move || {
+            let returned = f();
+            *value_in.lock().unwrap_or_else(|e| e.into_inner()) = Some(returned);
+        };
+        let on_exit = Box::new(move |reason: &ExitReason| {
+            let returned = value.lock().unwrap_or_else(|e| e.into_inner()).take();
+            let result = match (returned, reason) {
+                (Some(returned), ExitReason::Normal) => Ok(returned),
+                _ => Err(reason.clone()),
+            };
+            let (slot, ready) = &*outcome_in;
+            *slot.lock().unwrap_or_else(|e| e.into_inner()) = Some(result);
+            ready.notify_all();
+        });
+        if let Err(error) = spawn_in(&self.shared, body, Some(on_exit)) {
+            return Err(ExitReason::Custom(format!("starling::Vm::run: {error}")));
+        }
+        let (slot, ready) = &*outcome;
+        let mut slot = slot.lock().unwrap_or_else(|e| e.into_inner());
+        loop {
+            if let Some(result) = slot.take() {
+                return result;
+            }
+            slot = ready.wait(slot).unwrap_or_else(|e| e.into_inner());
+        }
+    }
+
+    /// Spawns a process from outside any process (fire and forget).
+    ///
+    /// # Panics
+    ///
+    /// At the `max_processes` limit (`SystemLimit`); see [`Vm::try_spawn`].
+    pub fn spawn<F>(&self, f: F) -> Pid
+    where
+        F: FnOnce() + Send + 'static,
+    {
+        self.try_spawn(f)
+            .unwrap_or_else(|error| panic!("starling::Vm::spawn: {error}"))
+    }
+
+    /// Like [`Vm::spawn`], but returns `Err(Error::SystemLimit)` at the process limit.
+    pub fn try_spawn<F>(&self, f: F) -> Result<Pid, Error>
+    where
+        F: FnOnce() + Send + 'static,
+    {
+        spawn_in(&self.shared, f, None)
+    }
+
+    /// Delivers `message` to `pid` from outside any process. Dropped if `pid` is dead.
+    pub fn send<M: Send + 'static>(&self, pid: Pid, message: M) {
+        deliver(&self.shared, pid, Box::new(message));
+    }
+
+    /// Number of schedulers (OS threads running processes).
+    pub fn schedulers(&self) -> usize {
+        self.shared.runtime.schedulers()
+    }
+
+    /// Number of live processes.
+    pub fn process_count(&self) -> usize {
+        self.shared.table.len()
+    }
+
+    /// Pids of all live processes.
+    pub fn processes(&self) -> Vec<Pid> {
+        self.shared.table.pids()
+    }
+
+    /// A fresh reference number, unique in this VM (monitors, timers).
+    #[allow(dead_code)] // used by links, monitors and timers (issue 3)
+    pub(crate) fn next_reference(&self) -> u64 {
+        self.shared.references.next()
+    }
+
+    /// Information about a live process, from outside any process.
+    pub fn info(&self, pid: Pid) -> Option<crate::process::ProcessInfo> {
+        self.shared
+            .table
+            .get(pid)
+            .map(|process| crate::process::info_of(&process))
+    }
+
+    /// Kills every process and joins the scheduler threads (dropping the VM does the same).
+    pub fn shutdown(self) {
+        drop(self);
+    }
+
+    fn shutdown_now(&self) {
+        // Release: pairs with `VmShared::is_shutting_down`.
+        if self.shared.shutting_down.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        // 1. No process survives: each one unwinds at its next VM call (parked ones are woken).
+        //    A process spawned from now on is killed before it runs (`spawn_in`).
+        for process in self.shared.table.processes() {
+            process.kill(ExitReason::Killed);
+        }
+        // 2–4. The runtime's shutdown sequence: workers exit once no fiber is live.
+        self.shared.runtime.shutdown();
+        self.shared.runtime.join();
+    }
+}
+
+impl Drop for Vm {
+    fn drop(&mut self) {
+        self.shutdown_now();
+    }
+}
