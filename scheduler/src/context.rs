@@ -83,12 +83,28 @@ pub(crate) fn clear_context() {
     set_context(Context::EMPTY)
 }
 
+#[inline(never)]
+fn write_process(process: *const ()) {
+    CONTEXT.with(|cell| {
+        let mut current = cell.get();
+        current.process = process;
+        cell.set(current);
+    });
+}
+
+#[inline(never)]
+fn read_process() -> (*const (), Option<TypeId>) {
+    CONTEXT.with(|cell| {
+        let current = cell.get();
+        (current.process, current.process_type)
+    })
+}
+
 /// Sets the running process of this worker thread (null when the worker is back in its loop).
 #[inline]
 pub(crate) fn set_process(process: *const ()) {
-    let mut current = context();
-    current.process = process;
-    set_context(current);
+    let write: fn(*const ()) = std::hint::black_box(write_process);
+    write(process)
 }
 
 /// The process of type `P` running on this thread, if any.
@@ -98,15 +114,18 @@ pub(crate) fn set_process(process: *const ()) {
 /// reference for the duration of one VM call. The pointer addresses the `P` inside an `Arc<P>`.
 ///
 /// Re-read it after every call that may suspend: the process may have moved to another worker.
+#[inline]
 pub fn current_process<P: 'static>() -> Option<NonNull<P>> {
-    let current = context();
-    if current.process.is_null() || current.process_type != Some(TypeId::of::<P>()) {
+    let read: fn() -> (*const (), Option<TypeId>) = std::hint::black_box(read_process);
+    let (process, process_type) = read();
+    if process.is_null() || process_type != Some(TypeId::of::<P>()) {
         return None;
     }
-    NonNull::new(current.process as *mut P)
+    NonNull::new(process as *mut P)
 }
 
 /// Returns `true` if the calling code runs inside a process (on a fiber) of any runtime.
 pub fn in_process() -> bool {
-    !context().process.is_null()
+    let read: fn() -> (*const (), Option<TypeId>) = std::hint::black_box(read_process);
+    !read().0.is_null()
 }

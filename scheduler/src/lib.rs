@@ -101,7 +101,7 @@ mod worker;
 pub use context::{current_process, in_process};
 pub use fiber::{Fiber, FiberStatus, REDUCTIONS_PER_SLICE};
 pub use runtime::{Config, Runtime, StartError, TimerHandle, DEFAULT_MAX_SLOTS, DEFAULT_SLOT_SIZE};
-pub use suspend::{park, park_until, spend, yield_now};
+pub use suspend::{park, park_as, park_until, spend, spend_as, yield_now};
 
 /// A process the runtime can schedule: something that owns a [`Fiber`].
 ///

@@ -76,10 +76,32 @@ pub fn yield_now<P: Schedulable>() {
 #[inline]
 pub fn spend<P: Schedulable>(reductions: u32) {
     let process = running::<P>("spend");
+    // SAFETY: `process` is the calling process.
+    unsafe { spend_as(process, reductions) }
+}
+
+/// [`spend`] for a caller that already holds a reference to the calling process (it saves the
+/// context lookup on the VM's hottest path).
+///
+/// # Safety
+///
+/// `process` must be the process whose code is calling this function.
+#[inline]
+pub unsafe fn spend_as<P: Schedulable>(process: &P, reductions: u32) {
     let fiber = process.fiber();
-    // SAFETY: called on the process's own coroutine.
+    // SAFETY: the caller guarantees we run on `process`'s own coroutine.
     if unsafe { fiber.spend(reductions.min(i32::MAX as u32) as i32) } {
         // SAFETY: as above.
         unsafe { fiber.suspend_self(Suspend::Yield) };
     }
+}
+
+/// [`park`] for a caller that already holds a reference to the calling process.
+///
+/// # Safety
+///
+/// `process` must be the process whose code is calling this function.
+pub unsafe fn park_as<P: Schedulable>(process: &P) {
+    // SAFETY: the caller guarantees we run on `process`'s own coroutine.
+    unsafe { process.fiber().park_self() };
 }

@@ -94,7 +94,8 @@ impl Process {
     #[inline]
     pub(crate) fn checkpoint(&self, reductions: u32) {
         self.die_if_killed();
-        starling_scheduler::spend::<Process>(reductions);
+        // SAFETY: `checkpoint` is owner only: `self` is the calling process.
+        unsafe { starling_scheduler::spend_as(self, reductions) };
         self.die_if_killed();
     }
 

@@ -55,7 +55,7 @@ unsafe impl Sync for Seen {}
 /// One process's mailbox.
 pub(crate) struct Mailbox {
     /// Senders append here. Under this mutex.
-    incoming: Mutex<Vec<Message>>,
+    incoming: Mutex<VecDeque<Message>>,
     /// The receiver's private queue.
     seen: Seen,
     /// Messages in both queues. Any thread, Relaxed: a counter for introspection, exact once
@@ -72,7 +72,7 @@ const REENTRANT: &str =
 impl Mailbox {
     pub(crate) fn new() -> Mailbox {
         Mailbox {
-            incoming: Mutex::new(Vec::new()),
+            incoming: Mutex::new(VecDeque::new()),
             seen: Seen(RefCell::new(VecDeque::new())),
             len: AtomicUsize::new(0),
             bytes: AtomicUsize::new(0),
@@ -85,7 +85,7 @@ impl Mailbox {
         self.incoming
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .push(message);
+            .push_back(message);
         // Relaxed: see the fields.
         self.len.fetch_add(1, Ordering::Relaxed);
         self.bytes.fetch_add(bytes, Ordering::Relaxed);
@@ -112,9 +112,17 @@ impl Mailbox {
         matcher: &mut dyn FnMut(&(dyn Any + Send)) -> Option<R>,
     ) -> Option<(R, Message)> {
         let mut seen = self.seen.0.try_borrow_mut().expect(REENTRANT);
-        {
+        // Relaxed: `len` is raised after a push's unlock; if we miss a message that is being
+        // pushed right now, its sender's wake-up (after the raise) makes us scan again.
+        if self.len.load(Ordering::Relaxed) > seen.len() {
             let mut incoming = self.incoming.lock().unwrap_or_else(|e| e.into_inner());
-            seen.extend(incoming.drain(..));
+            if seen.is_empty() {
+                // Take the whole batch without moving a message; the emptied queue keeps the
+                // old private queue's capacity for the senders.
+                std::mem::swap(&mut *seen, &mut *incoming);
+            } else {
+                seen.extend(incoming.drain(..));
+            }
         }
         while *scanned < seen.len() {
             if let Some(answer) = matcher(&*seen[*scanned]) {

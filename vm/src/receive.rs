@@ -32,13 +32,15 @@ pub(crate) fn select<R>(
         let found = process.mailbox.take_first(&mut scanned, matcher);
         let steps = (scanned - before) / SCAN_STEPS_PER_REDUCTION;
         if steps > 0 {
-            starling_scheduler::spend::<Process>(steps as u32);
+            // SAFETY: `process` is the calling process (from `current`).
+            unsafe { starling_scheduler::spend_as(process, steps as u32) };
         }
         if let Some(found) = found {
             return Some(found);
         }
         match deadline {
-            None | Some(None) => starling_scheduler::park::<Process>(),
+            // SAFETY: `process` is the calling process (from `current`).
+            None | Some(None) => unsafe { starling_scheduler::park_as(process) },
             Some(Some(deadline)) => {
                 if Instant::now() >= deadline {
                     return None;
