@@ -6,6 +6,7 @@ use std::sync::Arc;
 use starling_scheduler::Fiber;
 
 use crate::control_block::{current, ExitHook, ExitUnwind, Process, CALL_COST};
+use crate::envelope::Envelope;
 use crate::error::Error;
 use crate::exit::ExitReason;
 use crate::mailbox::Message;
@@ -120,7 +121,7 @@ pub fn self_pid() -> Pid {
 pub fn send<M: Send + 'static>(pid: Pid, message: M) {
     let process = current("send");
     process.checkpoint(CALL_COST);
-    deliver(&process.vm, pid, Box::new(message));
+    deliver(&process.vm, pid, Envelope::new(message));
 }
 
 /// Puts `message` into `pid`'s mailbox and wakes it (any thread).

@@ -85,6 +85,7 @@
 
 mod control_block;
 mod crash;
+mod envelope;
 mod error;
 mod exit;
 mod kernel;

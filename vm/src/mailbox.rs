@@ -36,13 +36,10 @@ use std::collections::VecDeque;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 
-/// A message in a mailbox.
-pub(crate) type Message = Box<dyn Any + Send>;
+use crate::envelope::Envelope;
 
-/// Approximate bytes a queued message costs: its value plus the queue slot.
-fn message_bytes(message: &Message) -> usize {
-    std::mem::size_of_val(&**message) + std::mem::size_of::<Message>()
-}
+/// A message in a mailbox.
+pub(crate) type Message = Envelope;
 
 /// The private inner queue; see invariant 3.
 struct Seen(RefCell<VecDeque<Message>>);
@@ -81,7 +78,7 @@ impl Mailbox {
 
     /// Appends a message (any thread).
     pub(crate) fn push(&self, message: Message) {
-        let bytes = message_bytes(&message);
+        let bytes = message.bytes();
         self.incoming
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -125,12 +122,11 @@ impl Mailbox {
             }
         }
         while *scanned < seen.len() {
-            if let Some(answer) = matcher(&*seen[*scanned]) {
+            if let Some(answer) = matcher(seen[*scanned].as_any()) {
                 let message = seen.remove(*scanned).expect("scanned index in range");
                 // Relaxed: see the fields.
                 self.len.fetch_sub(1, Ordering::Relaxed);
-                self.bytes
-                    .fetch_sub(message_bytes(&message), Ordering::Relaxed);
+                self.bytes.fetch_sub(message.bytes(), Ordering::Relaxed);
                 return Some((answer, message));
             }
             *scanned += 1;

@@ -51,10 +51,8 @@ pub(crate) fn select<R>(
     }
 }
 
-fn take<M: 'static>(message: Message) -> M {
-    *message
-        .downcast::<M>()
-        .unwrap_or_else(|_| unreachable!("matcher accepted a message of another type"))
+fn take<M: Send + 'static>(message: Message) -> M {
+    message.take::<M>()
 }
 
 /// Receives the first message of type `M` in mailbox order, waiting as long as it takes.
@@ -135,17 +133,21 @@ pub fn receive_match_timeout<M: Send + 'static>(
 pub mod private {
     use super::*;
 
+    /// A message a `receive!` clause accepted.
+    #[allow(missing_debug_implementations)]
+    pub struct Selected(Message);
+
     /// Waits for the first message some clause accepts; returns the clause's index and the
     /// message, or `None` on timeout.
     pub fn receive_clauses(
         matcher: &mut dyn FnMut(&(dyn Any + Send)) -> Option<usize>,
         timeout: Option<Duration>,
-    ) -> Option<(usize, Box<dyn Any + Send>)> {
-        select("receive!", matcher, timeout)
+    ) -> Option<(usize, Selected)> {
+        select("receive!", matcher, timeout).map(|(index, message)| (index, Selected(message)))
     }
 
-    /// Unboxes a message the clause's matcher accepted.
-    pub fn unbox<M: 'static>(message: Box<dyn Any + Send>) -> M {
-        take(message)
+    /// Takes the message out as the type of the clause that accepted it.
+    pub fn unbox<M: Send + 'static>(message: Selected) -> M {
+        take(message.0)
     }
 }

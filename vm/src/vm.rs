@@ -272,7 +272,7 @@ impl Vm {
 
     /// Delivers `message` to `pid` from outside any process. Dropped if `pid` is dead.
     pub fn send<M: Send + 'static>(&self, pid: Pid, message: M) {
-        deliver(&self.shared, pid, Box::new(message));
+        deliver(&self.shared, pid, crate::envelope::Envelope::new(message));
     }
 
     /// Number of schedulers (OS threads running processes).
