@@ -375,11 +375,11 @@ impl Fiber {
     /// The caller holds the fiber's home slot, whose stack is `stack`, the fiber is its
     /// resident (frames restored), and the fiber was just transitioned to Running by this
     /// worker.
-    pub(crate) unsafe fn resume(&self, stack: SlotStack) -> RunOutcome {
+    pub(crate) unsafe fn resume(&self, stack: SlotStack, slice: i32) -> RunOutcome {
         self.state.transition_to_running();
         // SAFETY: the running worker owns the core (see `Core`).
         let core = unsafe { &mut *self.core.get() };
-        core.budget = REDUCTIONS_PER_SLICE;
+        core.budget = slice;
         if core.coroutine.is_none() {
             let entry = core
                 .entry
@@ -401,7 +401,7 @@ impl Fiber {
         // SAFETY: the coroutine gave control back; the core is ours again. Re-borrow: the
         // coroutine may have written through its own pointer meanwhile.
         let core = unsafe { &mut *self.core.get() };
-        let spent = (REDUCTIONS_PER_SLICE - core.budget).max(0) as u64;
+        let spent = (slice - core.budget).max(0) as u64;
         // Relaxed: introspection; only the owner writes.
         self.reductions.fetch_add(spent, Ordering::Relaxed);
         match result {

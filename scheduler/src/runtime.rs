@@ -36,6 +36,9 @@ pub struct Config {
     pub max_slots: usize,
     /// Prefix of the worker threads' names.
     pub thread_name: String,
+    /// Randomize scheduling choices (runnext or queue, steal victims, slice lengths) from this
+    /// seed, to shake out order assumptions in tests (Go's `randomizeScheduler`). `None`: off.
+    pub randomize: Option<u64>,
 }
 
 impl Default for Config {
@@ -45,6 +48,7 @@ impl Default for Config {
             slot_size: DEFAULT_SLOT_SIZE,
             max_slots: DEFAULT_MAX_SLOTS,
             thread_name: "starling-worker".to_string(),
+            randomize: None,
         }
     }
 }
@@ -92,6 +96,9 @@ pub(crate) struct Timers<P> {
     /// `u64::MAX`. Relaxed: a hint that only decides whether to lock the wheel; a stale value
     /// delays a check by at most one loop tick of the owning worker, which re-reads it.
     next_millis: AtomicU64,
+    /// Held while due timers are taken and fired, so that two workers firing the same wheel
+    /// (worker 0's also holds every callback timer) fire them in deadline order.
+    firing: Mutex<()>,
 }
 
 impl<P: Schedulable> Timers<P> {
@@ -99,6 +106,7 @@ impl<P: Schedulable> Timers<P> {
         Timers {
             wheel: Mutex::new(TimerWheel::new(origin)),
             next_millis: AtomicU64::new(u64::MAX),
+            firing: Mutex::new(()),
         }
     }
 
@@ -146,8 +154,12 @@ impl<P: Schedulable> Timers<P> {
         entry
     }
 
-    /// Fires every timer due at `now`, outside the wheel's lock. Returns how many fired.
+    /// Fires every timer due at `now`, outside the wheel's lock but under `firing`. Returns how
+    /// many fired (0 if another worker is firing this wheel right now).
     pub(crate) fn fire(&self, shared: &Shared<P>, now: Instant) -> usize {
+        let Ok(_firing) = self.firing.try_lock() else {
+            return 0;
+        };
         let mut due = Vec::new();
         {
             let mut wheel = self.wheel.lock().unwrap_or_else(|e| e.into_inner());
@@ -198,6 +210,8 @@ pub(crate) struct Shared<P> {
     pub(crate) shutdown: AtomicBool,
     /// Instant of timer tick 0.
     pub(crate) origin: Instant,
+    /// Seed of the randomized test mode, if on (see `Config::randomize`).
+    pub(crate) randomize: Option<u64>,
 }
 
 impl<P: Schedulable> Shared<P> {
@@ -250,6 +264,10 @@ impl<P: Schedulable> Shared<P> {
             return;
         }
         match self.local_worker() {
+            Some(worker) if worker.chance(4) => {
+                worker.queue.push(process.clone());
+                self.notify_one();
+            }
             Some(worker) => {
                 if let Some(previous) = worker.runnext.replace(Some(process.clone())) {
                     worker.queue.push(previous);
@@ -338,6 +356,7 @@ impl<P: Schedulable> Runtime<P> {
             live: AtomicUsize::new(0),
             shutdown: AtomicBool::new(false),
             origin,
+            randomize: config.randomize,
         });
         let runtime = Runtime {
             shared: shared.clone(),
@@ -408,20 +427,20 @@ impl<P: Schedulable> Runtime<P> {
         self.shared.wake(process);
     }
 
-    /// Runs `callback` on a worker thread (outside any process) at `deadline`.
+    /// Runs `callback` on a worker thread (outside any process) at `deadline`. Callbacks run in
+    /// deadline order (ties in the order they were added): they all live in worker 0's wheel,
+    /// which every worker fires when it is due.
     pub fn call_after(&self, deadline: Instant, callback: Box<dyn FnOnce() + Send>) -> TimerHandle {
-        let (worker, remote) = match self.shared.local_index() {
-            Some(index) => (index, false),
-            None => (0, true),
-        };
+        let worker = 0;
+        let remote = self.shared.local_index() != Some(0);
         let key = self.shared.workers[worker].timers.insert(
             &self.shared,
             deadline,
             TimerEntry::Call(callback),
         );
         if remote {
-            // The worker may be asleep with a later deadline.
-            self.shared.workers[worker].parker.unpark();
+            // Sleeping workers may have computed a later wake-up time: let them re-compute.
+            self.shared.wake_all_workers();
         }
         TimerHandle { worker, key }
     }

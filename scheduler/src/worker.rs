@@ -45,6 +45,8 @@ pub(crate) struct WorkerLocal<P> {
     tick: Cell<u64>,
     /// Whether this worker counts as searching in `Idle`.
     searching: Cell<bool>,
+    /// State of the randomized test mode's generator (xorshift64); 0 when the mode is off.
+    random: Cell<u64>,
 }
 
 /// Most free slots a worker keeps to itself; the rest go back to the shared list. Guessed.
@@ -54,13 +56,40 @@ impl<P: Schedulable> WorkerLocal<P> {
     pub(crate) fn new(index: usize, shared: Arc<Shared<P>>, queue: Worker<Arc<P>>) -> Self {
         WorkerLocal {
             index,
-            shared,
             queue,
             runnext: Cell::new(None),
             runnext_streak: Cell::new(0),
             free_slots: RefCell::new(Vec::new()),
             tick: Cell::new(0),
             searching: Cell::new(false),
+            random: Cell::new(shared.randomize.map_or(0, |seed| {
+                (seed ^ (index as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15)) | 1
+            })),
+            shared,
+        }
+    }
+
+    /// In the randomized test mode, returns `true` with probability `1 / one_in`; otherwise
+    /// always `false`.
+    pub(crate) fn chance(&self, one_in: u64) -> bool {
+        let mut x = self.random.get();
+        if x == 0 {
+            return false;
+        }
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        self.random.set(x);
+        x % one_in == 0
+    }
+
+    /// The slice a process gets when it is resumed: the full slice, or in the randomized test
+    /// mode sometimes a short one, so that processes yield at arbitrary VM calls.
+    fn slice(&self) -> i32 {
+        if self.chance(2) {
+            (self.random.get() % 64) as i32 + 1
+        } else {
+            crate::fiber::REDUCTIONS_PER_SLICE
         }
     }
 
@@ -104,7 +133,7 @@ impl<P: Schedulable> WorkerLocal<P> {
     /// The next process to run, from (in order) the runnext slot, the local queue, the
     /// injector and the other workers' queues.
     fn next_process(&self, tick: u64) -> Option<Arc<P>> {
-        if tick % INJECTOR_INTERVAL == 0 {
+        if tick % INJECTOR_INTERVAL == 0 || self.chance(8) {
             if let Some(process) = self.steal_from_injector() {
                 return Some(process);
             }
@@ -143,7 +172,11 @@ impl<P: Schedulable> WorkerLocal<P> {
             return None;
         }
         // Start after ourselves so that victims rotate instead of all hitting worker 0.
-        let start = self.index + 1 + (self.tick.get() as usize % count);
+        let start = if self.chance(1) {
+            self.random.get() as usize
+        } else {
+            self.index + 1 + (self.tick.get() as usize % count)
+        };
         let mut retry = true;
         while retry {
             retry = false;
@@ -185,7 +218,7 @@ impl<P: Schedulable> WorkerLocal<P> {
         context::set_process(Arc::as_ptr(&process) as *const ());
         // SAFETY: we hold the fiber's home slot, made it resident just above, and it was
         // Scheduled when we popped it (only one queue ever holds it).
-        let outcome = unsafe { fiber.resume(self.shared.slots.stack(slot)) };
+        let outcome = unsafe { fiber.resume(self.shared.slots.stack(slot), self.slice()) };
         context::set_process(std::ptr::null());
         match outcome {
             RunOutcome::Parked => {
@@ -229,13 +262,21 @@ impl<P: Schedulable> WorkerLocal<P> {
         }
     }
 
-    /// Fires this worker's due timers. Returns `true` if any fired.
+    /// Fires this worker's due timers and worker 0's (which also holds every callback timer).
+    /// Returns `true` if any fired.
     fn fire_timers(&self) -> bool {
-        let timers = &self.shared.workers[self.index].timers;
-        if !timers.due(&self.shared, Instant::now()) {
-            return false;
+        let now = Instant::now();
+        let mut fired = 0;
+        for index in [self.index, 0] {
+            let timers = &self.shared.workers[index].timers;
+            if timers.due(&self.shared, now) {
+                fired += timers.fire(&self.shared, now);
+            }
+            if self.index == 0 {
+                break;
+            }
         }
-        timers.fire(&self.shared, Instant::now()) > 0
+        fired > 0
     }
 
     /// Parks the worker until work arrives or its next timer is due (idle protocol, `idle.rs`).
@@ -254,7 +295,12 @@ impl<P: Schedulable> WorkerLocal<P> {
             }
             return;
         }
-        let deadline = shared.workers[self.index].timers.next_deadline(shared);
+        let own = shared.workers[self.index].timers.next_deadline(shared);
+        let callbacks = shared.workers[0].timers.next_deadline(shared);
+        let deadline = match (own, callbacks) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
         shared.workers[self.index].parker.park(deadline);
         if !shared.idle.transition_from_sleeping(self.index) {
             self.searching.set(true);

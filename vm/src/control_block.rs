@@ -9,7 +9,7 @@
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use starling_scheduler::{Fiber, FiberStatus, Schedulable};
 
@@ -17,6 +17,7 @@ use crate::exit::{ExitReason, Status};
 use crate::local::Locals;
 use crate::mailbox::Mailbox;
 use crate::pid::Pid;
+use crate::signal::{self, SignalState};
 use crate::vm::VmShared;
 
 /// Called with the exit reason when a process ends (used by `Vm::run`).
@@ -41,6 +42,8 @@ pub(crate) struct Process {
     exiting: AtomicBool,
     /// Taken once by the owner when it ends.
     on_exit: Mutex<Option<ExitHook>>,
+    /// Links, monitors, trap_exit, name; see `signal.rs`.
+    signals: Mutex<SignalState>,
 }
 
 impl Schedulable for Process {
@@ -66,6 +69,21 @@ pub(crate) fn current(function: &str) -> &'static Process {
     }
 }
 
+/// The calling process, as an `Arc` (for operations that hand it to other threads).
+///
+/// # Panics
+///
+/// Outside a process, with a message naming `function`.
+pub(crate) fn current_arc(function: &str) -> Arc<Process> {
+    let process: *const Process = current(function);
+    // SAFETY: the scheduler only runs processes it holds as `Arc<Process>`, and the running
+    // worker holds one right now, so the count is at least one while we add ours.
+    unsafe {
+        Arc::increment_strong_count(process);
+        Arc::from_raw(process)
+    }
+}
+
 /// Reductions each VM call costs; see the crate docs' table.
 pub(crate) const CALL_COST: u32 = 1;
 
@@ -86,7 +104,13 @@ impl Process {
             killed: AtomicBool::new(false),
             exiting: AtomicBool::new(false),
             on_exit: Mutex::new(on_exit),
+            signals: Mutex::new(SignalState::default()),
         }
+    }
+
+    /// Locks this process's links, monitors and flags (see `signal.rs` for the lock order).
+    pub(crate) fn lock_signals(&self) -> MutexGuard<'_, SignalState> {
+        self.signals.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Owner only: the common entry of every VM call. Dies if killed, spends `reductions`
@@ -173,6 +197,7 @@ impl Process {
         // Process-locals may run arbitrary Drop code; a panic there must not escape the fiber.
         let _ = catch_unwind(AssertUnwindSafe(|| self.locals.drop_all()));
         self.vm.table.remove(self.pid);
+        signal::propagate_exit(self, &reason);
         let hook = self
             .on_exit
             .lock()

@@ -5,21 +5,34 @@ use std::sync::Arc;
 
 use starling_scheduler::Fiber;
 
-use crate::control_block::{current, ExitHook, ExitUnwind, Process, CALL_COST};
+use crate::control_block::{current, current_arc, ExitHook, ExitUnwind, Process, CALL_COST};
 use crate::envelope::Envelope;
 use crate::error::Error;
 use crate::exit::ExitReason;
 use crate::mailbox::Message;
+use crate::monitor::MonitorRef;
 use crate::pid::Pid;
+use crate::signal;
 use crate::vm::VmShared;
 
+/// What to set up around a new process before it can run.
+#[derive(Default)]
+pub(crate) struct SpawnOptions<'a> {
+    /// Called with the exit reason when the process ends.
+    pub(crate) on_exit: Option<ExitHook>,
+    /// Link the new process to this one.
+    pub(crate) link: Option<&'a Arc<Process>>,
+    /// Let this process monitor the new one.
+    pub(crate) monitor: Option<&'a Arc<Process>>,
+}
+
 /// Creates a process running `body` on `vm` and schedules it. The process is in the table (its
-/// pid alive) before this returns, and has not run yet.
+/// pid alive), linked and monitored as asked, before this returns, and has not run yet.
 pub(crate) fn spawn_in<F>(
     vm: &Arc<VmShared>,
     body: F,
-    on_exit: Option<ExitHook>,
-) -> Result<Pid, Error>
+    options: SpawnOptions<'_>,
+) -> Result<(Pid, Option<MonitorRef>), Error>
 where
     F: FnOnce() + Send + 'static,
 {
@@ -40,15 +53,26 @@ where
             unreachable!("runtime: a running process is missing from the process table");
         }
     });
-    let process = vm
-        .table
-        .insert(|pid| Arc::new(Process::new(pid, vm.clone(), Fiber::new(entry), on_exit)));
+    let process = vm.table.insert(|pid| {
+        Arc::new(Process::new(
+            pid,
+            vm.clone(),
+            Fiber::new(entry),
+            options.on_exit,
+        ))
+    });
     let pid = process.pid;
+    if let Some(parent) = options.link {
+        signal::link(parent, &process);
+    }
+    let monitor = options
+        .monitor
+        .map(|watcher| signal::monitor(watcher, Some(&process), pid));
     if vm.is_shutting_down() {
         process.kill(ExitReason::Killed);
     }
     vm.runtime.spawn(process);
-    Ok(pid)
+    Ok((pid, monitor))
 }
 
 /// Spawns a process running `f` and returns its pid at once, before the child runs.
@@ -97,7 +121,68 @@ where
 {
     let process = current(function);
     process.checkpoint(CALL_COST);
-    spawn_in(&process.vm, f, None)
+    spawn_in(&process.vm, f, SpawnOptions::default()).map(|(pid, _)| pid)
+}
+
+/// Spawns a process linked to the caller (atomically: the link exists before the child runs).
+///
+/// # Panics
+///
+/// Outside a process, and at the process limit.
+///
+/// # Examples
+///
+/// ```
+/// use starling::{process, receive, spawn_link, Exit, ExitReason};
+///
+/// let vm = starling::Vm::builder().schedulers(2).crash_reports(false).build().unwrap();
+/// let got = vm.run(|| {
+///     process::trap_exit(true);
+///     let child = spawn_link(|| panic!("boom"));
+///     let exit: Exit = receive();
+///     (exit.from == child, exit.reason)
+/// });
+/// assert_eq!(got, Ok((true, ExitReason::Panic("boom".into()))));
+/// ```
+pub fn spawn_link<F>(f: F) -> Pid
+where
+    F: FnOnce() + Send + 'static,
+{
+    let process = current_arc("spawn_link");
+    process.checkpoint(CALL_COST);
+    let options = SpawnOptions {
+        link: Some(&process),
+        ..SpawnOptions::default()
+    };
+    match spawn_in(&process.vm, f, options) {
+        Ok((pid, _)) => pid,
+        Err(error) => panic!("starling::spawn_link: {error}"),
+    }
+}
+
+/// Spawns a process monitored by the caller (atomically: the monitor exists before the child
+/// runs). Returns its pid and the monitor's reference.
+///
+/// # Panics
+///
+/// Outside a process, and at the process limit.
+pub fn spawn_monitor<F>(f: F) -> (Pid, MonitorRef)
+where
+    F: FnOnce() + Send + 'static,
+{
+    let process = current_arc("spawn_monitor");
+    process.checkpoint(CALL_COST);
+    let options = SpawnOptions {
+        monitor: Some(&process),
+        ..SpawnOptions::default()
+    };
+    match spawn_in(&process.vm, f, options) {
+        Ok((pid, monitor)) => (
+            pid,
+            monitor.expect("spawn_in sets up the monitor it was asked for"),
+        ),
+        Err(error) => panic!("starling::spawn_monitor: {error}"),
+    }
 }
 
 /// The calling process's pid.

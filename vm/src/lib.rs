@@ -95,17 +95,21 @@ mod monitor;
 mod pid;
 pub mod process;
 mod receive;
+mod registry;
+mod signal;
 mod table;
+pub mod task;
 mod vm;
 
 pub use error::Error;
 pub use exit::{Down, Exit, ExitReason, Status};
-pub use kernel::{exit, self_pid, send, spawn, try_spawn};
+pub use kernel::{exit, self_pid, send, spawn, spawn_link, spawn_monitor, try_spawn};
 pub use local::ProcessLocal;
 pub use monitor::{MonitorRef, TimerRef};
 pub use pid::Pid;
 pub use process::ProcessInfo;
 pub use receive::{receive, receive_match, receive_match_timeout, receive_timeout};
+pub use task::{Task, TaskError};
 pub use vm::{Builder, Vm, DEFAULT_MAX_PROCESSES};
 
 #[doc(hidden)]

@@ -134,6 +134,29 @@ impl Mailbox {
         None
     }
 
+    /// Owner only: removes every message `matches` accepts (used to flush an `Exit` or `Down`
+    /// that `unlink`/`demonitor` made stale).
+    pub(crate) fn remove_all(&self, mut matches: impl FnMut(&(dyn Any + Send)) -> bool) {
+        let mut seen = self.seen.0.try_borrow_mut().expect(REENTRANT);
+        {
+            let mut incoming = self.incoming.lock().unwrap_or_else(|e| e.into_inner());
+            seen.extend(incoming.drain(..));
+        }
+        let mut removed = 0;
+        let mut removed_bytes = 0;
+        seen.retain(|message| {
+            let keep = !matches(message.as_any());
+            if !keep {
+                removed += 1;
+                removed_bytes += message.bytes();
+            }
+            keep
+        });
+        // Relaxed: see the fields.
+        self.len.fetch_sub(removed, Ordering::Relaxed);
+        self.bytes.fetch_sub(removed_bytes, Ordering::Relaxed);
+    }
+
     /// Owner only (or the last owner of a dead process): drops every message.
     pub(crate) fn clear(&self) {
         let incoming =

@@ -4,14 +4,17 @@ use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 
-use starling_scheduler::{Config, Runtime, StartError};
+use std::collections::HashMap;
+
+use starling_scheduler::{Config, Runtime, StartError, TimerHandle};
 
 use crate::control_block::Process;
 use crate::error::Error;
 use crate::exit::ExitReason;
-use crate::kernel::{deliver, spawn_in};
+use crate::kernel::{deliver, spawn_in, SpawnOptions};
 use crate::monitor::References;
 use crate::pid::Pid;
+use crate::registry::Registry;
 use crate::table::ProcessTable;
 
 /// Default process limit (like `erl +P`): 4 Mi processes.
@@ -28,6 +31,9 @@ pub(crate) struct VmShared {
     pub(crate) runtime: Runtime<Process>,
     pub(crate) table: ProcessTable,
     pub(crate) references: References,
+    pub(crate) registry: Registry,
+    /// Pending `send_after` timers by reference. Under this mutex.
+    pub(crate) timers: Mutex<HashMap<u64, Option<TimerHandle>>>,
     /// Print a line on standard error when a process panics.
     pub(crate) crash_reports: bool,
     /// Set once by `shutdown`. Release/Acquire: pairs with `is_shutting_down`.
@@ -49,6 +55,7 @@ pub struct Builder {
     max_processes: usize,
     max_stack_slots: usize,
     crash_reports: bool,
+    randomize_scheduling: Option<u64>,
 }
 
 impl Default for Builder {
@@ -59,6 +66,9 @@ impl Default for Builder {
             max_processes: DEFAULT_MAX_PROCESSES,
             max_stack_slots: starling_scheduler::DEFAULT_MAX_SLOTS,
             crash_reports: true,
+            randomize_scheduling: std::env::var("STARLING_RANDOMIZE_SCHEDULING")
+                .ok()
+                .and_then(|seed| seed.parse().ok()),
         }
     }
 }
@@ -96,6 +106,15 @@ impl Builder {
         self
     }
 
+    /// Randomizes scheduling choices from `seed` (whether a woken process runs next, which
+    /// worker to steal from, how long a slice lasts), to shake out hidden assumptions about
+    /// scheduling order in tests. Also switched on for every VM by the environment variable
+    /// `STARLING_RANDOMIZE_SCHEDULING=<seed>`. Slower; not for production.
+    pub fn randomize_scheduling(mut self, seed: u64) -> Self {
+        self.randomize_scheduling = Some(seed);
+        self
+    }
+
     /// Starts the VM's schedulers.
     ///
     /// # Errors
@@ -116,6 +135,7 @@ impl Builder {
         let mut config = Config {
             slot_size: stack_size,
             max_slots: self.max_stack_slots,
+            randomize: self.randomize_scheduling,
             ..Config::default()
         };
         if let Some(schedulers) = self.schedulers {
@@ -136,6 +156,8 @@ impl Builder {
                 runtime,
                 table: ProcessTable::new(id, self.max_processes),
                 references: References::default(),
+                registry: Registry::default(),
+                timers: Mutex::new(HashMap::new()),
                 crash_reports: self.crash_reports,
                 shutting_down: AtomicBool::new(false),
             }),
@@ -236,7 +258,11 @@ impl Vm {
             *slot.lock().unwrap_or_else(|e| e.into_inner()) = Some(result);
             ready.notify_all();
         });
-        if let Err(error) = spawn_in(&self.shared, body, Some(on_exit)) {
+        let options = SpawnOptions {
+            on_exit: Some(on_exit),
+            ..SpawnOptions::default()
+        };
+        if let Err(error) = spawn_in(&self.shared, body, options) {
             return Err(ExitReason::Custom(format!("starling::Vm::run: {error}")));
         }
         let (slot, ready) = &*outcome;
@@ -267,7 +293,7 @@ impl Vm {
     where
         F: FnOnce() + Send + 'static,
     {
-        spawn_in(&self.shared, f, None)
+        spawn_in(&self.shared, f, SpawnOptions::default()).map(|(pid, _)| pid)
     }
 
     /// Delivers `message` to `pid` from outside any process. Dropped if `pid` is dead.
@@ -288,12 +314,6 @@ impl Vm {
     /// Pids of all live processes.
     pub fn processes(&self) -> Vec<Pid> {
         self.shared.table.pids()
-    }
-
-    /// A fresh reference number, unique in this VM (monitors, timers).
-    #[allow(dead_code)] // used by links, monitors and timers (issue 3)
-    pub(crate) fn next_reference(&self) -> u64 {
-        self.shared.references.next()
     }
 
     /// Information about a live process, from outside any process.
