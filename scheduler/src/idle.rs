@@ -100,6 +100,11 @@ impl Idle {
         }
     }
 
+    /// Workers listed as sleeping (SeqCst, see the fields).
+    pub(crate) fn sleeping(&self) -> usize {
+        self.sleeping.load(Ordering::SeqCst)
+    }
+
     /// Wakes everybody (shutdown): returns all sleepers and empties the list. Like
     /// `worker_to_notify`, each of them now counts as searching.
     pub(crate) fn take_all_sleepers(&self) -> Vec<usize> {

@@ -88,20 +88,28 @@
 #![warn(missing_docs, missing_debug_implementations)]
 
 mod arch;
+mod blocking;
 mod context;
 mod fiber;
 mod idle;
 mod park;
+mod runnext;
 mod runtime;
 mod slot;
 mod suspend;
 mod timer;
+mod watchdog;
 mod worker;
 
+pub use blocking::{BlockingPool, DEFAULT_BLOCKING_IDLE, DEFAULT_BLOCKING_THREADS};
 pub use context::{current_process, in_process};
 pub use fiber::{Fiber, FiberStatus, REDUCTIONS_PER_SLICE};
-pub use runtime::{Config, Runtime, StartError, TimerHandle, DEFAULT_MAX_SLOTS, DEFAULT_SLOT_SIZE};
+pub use runtime::{
+    Config, LongScheduleHook, Runtime, StartError, TimerHandle, DEFAULT_MAX_SLOTS,
+    DEFAULT_SLOT_SIZE,
+};
 pub use suspend::{park, park_as, park_until, spend, spend_as, yield_now};
+pub use watchdog::{LongSchedule, DEFAULT_LONG_SCHEDULE};
 
 /// A process the runtime can schedule: something that owns a [`Fiber`].
 ///
@@ -110,6 +118,11 @@ pub use suspend::{park, park_as, park_until, spend, spend_as, yield_now};
 pub trait Schedulable: Send + Sync + 'static {
     /// The process's green thread.
     fn fiber(&self) -> &Fiber;
+
+    /// A number identifying the process in long-schedule reports (the VM encodes its pid).
+    fn label(&self) -> u64 {
+        0
+    }
 }
 
 impl std::fmt::Debug for Fiber {

@@ -11,8 +11,10 @@ use crossbeam_deque::{Injector, Stealer, Worker};
 use crate::context;
 use crate::idle::Idle;
 use crate::park::Parker;
+use crate::runnext::RunNext;
 use crate::slot::{SlotPool, GUARD_SIZE};
 use crate::timer::{TimerKey, TimerWheel};
+use crate::watchdog::{self, LongSchedule, WatchdogShared, DEFAULT_LONG_SCHEDULE};
 use crate::worker::WorkerLocal;
 use crate::Schedulable;
 
@@ -24,6 +26,16 @@ pub const DEFAULT_SLOT_SIZE: usize = 256 * 1024;
 /// (of the default 65,530) when all are enabled, and 1 GiB of address space; DESIGN.md measured
 /// 1 M parked coroutines on 4,096 slots at 304 B each.
 pub const DEFAULT_MAX_SLOTS: usize = 4096;
+
+/// Receives the runtime's long-schedule reports (see `watchdog.rs`).
+#[derive(Clone)]
+pub struct LongScheduleHook(pub Arc<dyn Fn(LongSchedule) + Send + Sync>);
+
+impl fmt::Debug for LongScheduleHook {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("LongScheduleHook")
+    }
+}
 
 /// Runtime configuration.
 #[derive(Clone, Debug)]
@@ -39,6 +51,11 @@ pub struct Config {
     /// Randomize scheduling choices (runnext or queue, steal victims, slice lengths) from this
     /// seed, to shake out order assumptions in tests (Go's `randomizeScheduler`). `None`: off.
     pub randomize: Option<u64>,
+    /// How long a process may hold a worker without calling the VM before the watchdog hands
+    /// the worker's queue to a spare worker thread.
+    pub long_schedule: Duration,
+    /// Called with every long schedule the watchdog sees.
+    pub on_long_schedule: Option<LongScheduleHook>,
 }
 
 impl Default for Config {
@@ -49,6 +66,8 @@ impl Default for Config {
             max_slots: DEFAULT_MAX_SLOTS,
             thread_name: "starling-worker".to_string(),
             randomize: None,
+            long_schedule: DEFAULT_LONG_SCHEDULE,
+            on_long_schedule: None,
         }
     }
 }
@@ -194,6 +213,18 @@ impl<P: Schedulable> Timers<P> {
 pub(crate) struct WorkerShared<P> {
     pub(crate) parker: Parker,
     pub(crate) timers: Timers<P>,
+    /// The process woken by a process of this worker; stolen only when the worker is stuck.
+    pub(crate) runnext: RunNext<P>,
+    /// Process runs started, times two: odd while inside a process. Written by the worker
+    /// (Relaxed: the watchdog only samples it), read by the watchdog.
+    pub(crate) runs: AtomicU64,
+    /// Label of the process being run (Relaxed, like `runs`).
+    pub(crate) label: AtomicU64,
+    /// Flagged by the watchdog: inside one process for longer than the threshold. Relaxed
+    /// reads are hints for stealing and timer firing; the watchdog owns the transitions.
+    pub(crate) stuck: AtomicBool,
+    /// When the current stuck run began, for the final report. Under this mutex.
+    pub(crate) stuck_since: Mutex<Option<Instant>>,
 }
 
 /// State shared by all workers of one runtime (and by processes, through their context).
@@ -212,6 +243,34 @@ pub(crate) struct Shared<P> {
     pub(crate) origin: Instant,
     /// Seed of the randomized test mode, if on (see `Config::randomize`).
     pub(crate) randomize: Option<u64>,
+    /// Prefix of thread names.
+    thread_name: String,
+    /// Workers `[0, schedulers)` run from the start; `[schedulers, workers.len())` are spares.
+    pub(crate) schedulers: usize,
+    pub(crate) watchdog: WatchdogShared,
+    /// Set (Release) when the watchdog must end.
+    pub(crate) watchdog_exit: AtomicBool,
+    pub(crate) long_schedule: Duration,
+    hook: Option<LongScheduleHook>,
+    /// Spares that should be active (= stuck workers) and that are. SeqCst: compared with each
+    /// other by retiring spares and the watchdog.
+    spares_wanted: AtomicUsize,
+    spares_active: AtomicUsize,
+    /// Per spare: its queue until its thread starts (`None` once started), and whether it is
+    /// active. Under this mutex.
+    spares: Mutex<Vec<SpareSlot<P>>>,
+    /// Threads to join at shutdown (workers, started spares, the watchdog). Under this mutex.
+    threads: Mutex<Vec<(Option<usize>, JoinHandle<()>)>>,
+    /// Set at shutdown when only stuck processes are left: workers exit even though fibers are
+    /// live (those stay on their stuck threads, which are detached).
+    pub(crate) abandon: AtomicBool,
+}
+
+/// A spare worker's state.
+struct SpareSlot<P> {
+    /// The spare's queue, until its thread is started.
+    queue: Option<Worker<Arc<P>>>,
+    active: bool,
 }
 
 impl<P: Schedulable> Shared<P> {
@@ -269,7 +328,7 @@ impl<P: Schedulable> Shared<P> {
                 self.notify_one();
             }
             Some(worker) => {
-                if let Some(previous) = worker.runnext.replace(Some(process.clone())) {
+                if let Some(previous) = self.workers[worker.index].runnext.put(process.clone()) {
                     worker.queue.push(previous);
                     self.notify_one();
                 }
@@ -296,16 +355,145 @@ impl<P: Schedulable> Shared<P> {
     }
 }
 
+impl<P: Schedulable> Shared<P> {
+    /// Starts the thread of worker `index` with its queue.
+    fn start_worker(self: &Arc<Self>, index: usize, queue: Worker<Arc<P>>) -> std::io::Result<()> {
+        let worker = WorkerLocal::new(index, self.clone(), queue);
+        let handle = std::thread::Builder::new()
+            .name(format!("{}-{index}", self.thread_name))
+            .spawn(move || worker.run())?;
+        self.threads
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push((Some(index), handle));
+        Ok(())
+    }
+
+    /// Workers flagged stuck.
+    pub(crate) fn stuck_workers(&self) -> usize {
+        self.workers
+            .iter()
+            .filter(|worker| worker.stuck.load(Ordering::Relaxed))
+            .count()
+    }
+
+    /// Returns `true` if every running worker thread is parked (the watchdog may sleep).
+    pub(crate) fn all_workers_parked(&self) -> bool {
+        self.idle.sleeping() >= self.schedulers + self.spares_active.load(Ordering::SeqCst)
+    }
+
+    /// The watchdog found worker `index` inside one process since `since`.
+    pub(crate) fn transition_to_stuck(
+        self: &Arc<Self>,
+        index: usize,
+        since: Instant,
+        now: Instant,
+    ) {
+        let worker = &self.workers[index];
+        *worker.stuck_since.lock().unwrap_or_else(|e| e.into_inner()) = Some(since);
+        // Relaxed: see the field.
+        worker.stuck.store(true, Ordering::Relaxed);
+        self.report(LongSchedule {
+            label: worker.label.load(Ordering::Relaxed),
+            duration: now - since,
+            finished: false,
+        });
+        self.spares_wanted.fetch_add(1, Ordering::SeqCst);
+        self.activate_spare();
+        // Whatever the stuck worker holds is now stealable: wake someone to take it.
+        self.notify_one();
+    }
+
+    /// The watchdog saw worker `index` come back from its long run.
+    pub(crate) fn transition_from_stuck(&self, index: usize) {
+        // Relaxed: see the field.
+        self.workers[index].stuck.store(false, Ordering::Relaxed);
+        self.spares_wanted.fetch_sub(1, Ordering::SeqCst);
+        // An active spare notices at its next loop tick and retires; wake sleeping ones.
+        self.wake_all_workers();
+    }
+
+    /// Called by a worker whose process returned after the watchdog flagged it.
+    pub(crate) fn report_finished(&self, index: usize) {
+        let since = self.workers[index]
+            .stuck_since
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if let Some(since) = since {
+            self.report(LongSchedule {
+                label: self.workers[index].label.load(Ordering::Relaxed),
+                duration: since.elapsed(),
+                finished: true,
+            });
+        }
+    }
+
+    fn report(&self, event: LongSchedule) {
+        if let Some(hook) = &self.hook {
+            (hook.0)(event);
+        }
+    }
+
+    /// Starts or wakes one dormant spare, if any is left.
+    fn activate_spare(self: &Arc<Self>) {
+        let mut spares = self.spares.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(slot) = spares.iter().position(|spare| !spare.active) else {
+            return;
+        };
+        spares[slot].active = true;
+        self.spares_active.fetch_add(1, Ordering::SeqCst);
+        let index = self.schedulers + slot;
+        match spares[slot].queue.take() {
+            Some(queue) => {
+                drop(spares);
+                if self.start_worker(index, queue).is_err() {
+                    // No thread to be had: the stuck worker's work waits for it.
+                    let mut spares = self.spares.lock().unwrap_or_else(|e| e.into_inner());
+                    spares[slot].active = false;
+                    self.spares_active.fetch_sub(1, Ordering::SeqCst);
+                }
+            }
+            None => self.workers[index].parker.unpark(),
+        }
+    }
+
+    /// A spare asks whether it should retire. Returns `true` if it must (and is now counted as
+    /// dormant); the caller hands its work back and waits in `spare_dormant`.
+    pub(crate) fn spare_should_retire(&self, index: usize) -> bool {
+        loop {
+            let active = self.spares_active.load(Ordering::SeqCst);
+            if active <= self.spares_wanted.load(Ordering::SeqCst) {
+                return false;
+            }
+            if self
+                .spares_active
+                .compare_exchange(active, active - 1, Ordering::SeqCst, Ordering::SeqCst)
+                .is_ok()
+            {
+                let mut spares = self.spares.lock().unwrap_or_else(|e| e.into_inner());
+                spares[index - self.schedulers].active = false;
+                return true;
+            }
+        }
+    }
+
+    /// Returns `true` while spare `index` is dormant.
+    pub(crate) fn spare_is_dormant(&self, index: usize) -> bool {
+        let spares = self.spares.lock().unwrap_or_else(|e| e.into_inner());
+        !spares[index - self.schedulers].active
+    }
+}
+
 /// A set of worker threads running fibers of processes of type `P`.
 pub struct Runtime<P: Schedulable> {
     shared: Arc<Shared<P>>,
-    threads: Mutex<Vec<JoinHandle<()>>>,
 }
 
 impl<P: Schedulable> fmt::Debug for Runtime<P> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Runtime")
-            .field("schedulers", &self.shared.workers.len())
+            .field("schedulers", &self.shared.schedulers)
             .field("live", &self.shared.live())
             .finish()
     }
@@ -339,16 +527,22 @@ impl<P: Schedulable> Runtime<P> {
             )));
         }
         let slots = SlotPool::new(config.slot_size, config.max_slots).map_err(StartError::Os)?;
-        let queues: Vec<Worker<Arc<P>>> =
-            (0..config.schedulers).map(|_| Worker::new_fifo()).collect();
+        // One spare per scheduler: every scheduler can be stuck at once.
+        let total = config.schedulers * 2;
+        let mut queues: Vec<Worker<Arc<P>>> = (0..total).map(|_| Worker::new_fifo()).collect();
         let origin = Instant::now();
         let shared = Arc::new(Shared {
             injector: Injector::new(),
             stealers: queues.iter().map(Worker::stealer).collect(),
-            workers: (0..config.schedulers)
+            workers: (0..total)
                 .map(|_| WorkerShared {
                     parker: Parker::default(),
                     timers: Timers::new(origin),
+                    runnext: RunNext::new(),
+                    runs: AtomicU64::new(0),
+                    label: AtomicU64::new(0),
+                    stuck: AtomicBool::new(false),
+                    stuck_since: Mutex::new(None),
                 })
                 .collect(),
             idle: Idle::new(),
@@ -357,23 +551,46 @@ impl<P: Schedulable> Runtime<P> {
             shutdown: AtomicBool::new(false),
             origin,
             randomize: config.randomize,
+            schedulers: config.schedulers,
+            watchdog: WatchdogShared::new(),
+            watchdog_exit: AtomicBool::new(false),
+            long_schedule: config.long_schedule,
+            hook: config.on_long_schedule.clone(),
+            spares_wanted: AtomicUsize::new(0),
+            spares_active: AtomicUsize::new(0),
+            spares: Mutex::new(
+                queues
+                    .drain(config.schedulers..)
+                    .map(|queue| SpareSlot {
+                        queue: Some(queue),
+                        active: false,
+                    })
+                    .collect(),
+            ),
+            threads: Mutex::new(Vec::new()),
+            abandon: AtomicBool::new(false),
+            thread_name: config.thread_name.clone(),
         });
         let runtime = Runtime {
             shared: shared.clone(),
-            threads: Mutex::new(Vec::new()),
         };
         for (index, queue) in queues.into_iter().enumerate() {
-            let worker = WorkerLocal::new(index, shared.clone(), queue);
-            let spawned = std::thread::Builder::new()
-                .name(format!("{}-{index}", config.thread_name))
-                .spawn(move || worker.run());
-            match spawned {
-                Ok(handle) => runtime.threads.lock().unwrap().push(handle),
-                Err(error) => {
-                    runtime.shutdown();
-                    runtime.join();
-                    return Err(StartError::Os(error));
-                }
+            if let Err(error) = shared.start_worker(index, queue) {
+                runtime.shutdown();
+                runtime.join();
+                return Err(StartError::Os(error));
+            }
+        }
+        let watchdog_shared = shared.clone();
+        let spawned = std::thread::Builder::new()
+            .name(format!("{}-watchdog", config.thread_name))
+            .spawn(move || watchdog::run(watchdog_shared));
+        match spawned {
+            Ok(handle) => shared.threads.lock().unwrap().push((None, handle)),
+            Err(error) => {
+                runtime.shutdown();
+                runtime.join();
+                return Err(StartError::Os(error));
             }
         }
         Ok(runtime)
@@ -381,7 +598,7 @@ impl<P: Schedulable> Runtime<P> {
 
     /// Number of worker threads.
     pub fn schedulers(&self) -> usize {
-        self.shared.workers.len()
+        self.shared.schedulers
     }
 
     /// Fibers spawned and not yet completed.
@@ -467,16 +684,35 @@ impl<P: Schedulable> Runtime<P> {
     }
 
     /// Waits for the worker threads to end (after `shutdown`), then drops pending timers. A
-    /// worker thread calling this does not wait for itself.
+    /// worker thread calling this does not wait for itself. Processes that never call the VM
+    /// again (stuck on their worker) cannot end: once only they are left, the other threads are
+    /// joined and the stuck ones detached (they exit if their process ever returns).
     pub fn join(&self) {
-        let handles = std::mem::take(&mut *self.threads.lock().unwrap_or_else(|e| e.into_inner()));
+        let shared = &self.shared;
         let me = std::thread::current().id();
-        for handle in handles {
-            if handle.thread().id() != me {
+        let on_worker = shared.local_index().is_some();
+        while !on_worker && shared.live() > 0 {
+            if shared.live() <= shared.stuck_workers() && !shared.has_visible_work() {
+                // Release: pairs with the workers' Acquire loads.
+                shared.abandon.store(true, Ordering::Release);
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        // Release: pairs with the watchdog's Acquire load.
+        shared.watchdog_exit.store(true, Ordering::Release);
+        shared.watchdog.parker.unpark();
+        shared.wake_all_workers();
+        let handles =
+            std::mem::take(&mut *shared.threads.lock().unwrap_or_else(|e| e.into_inner()));
+        for (worker, handle) in handles {
+            let stuck =
+                worker.is_some_and(|index| shared.workers[index].stuck.load(Ordering::Relaxed));
+            if handle.thread().id() != me && !stuck {
                 let _ = handle.join();
             }
         }
-        for worker in self.shared.workers.iter() {
+        for worker in shared.workers.iter() {
             worker.timers.clear();
         }
     }

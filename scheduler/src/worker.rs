@@ -35,8 +35,6 @@ pub(crate) struct WorkerLocal<P> {
     pub(crate) shared: Arc<Shared<P>>,
     /// The local run queue (FIFO; the other workers steal from its other end).
     pub(crate) queue: Worker<Arc<P>>,
-    /// A process woken by a process running here; it runs next (Go's `runnext`).
-    pub(crate) runnext: Cell<Option<Arc<P>>>,
     /// Consecutive runs taken from `runnext`.
     runnext_streak: Cell<u32>,
     /// Free stack slots this worker hands out first (see `SlotPool::claim_home`).
@@ -57,7 +55,6 @@ impl<P: Schedulable> WorkerLocal<P> {
         WorkerLocal {
             index,
             queue,
-            runnext: Cell::new(None),
             runnext_streak: Cell::new(0),
             free_slots: RefCell::new(Vec::new()),
             tick: Cell::new(0),
@@ -102,6 +99,14 @@ impl<P: Schedulable> WorkerLocal<P> {
             process: std::ptr::null(),
         });
         loop {
+            if self.index >= self.shared.schedulers && self.shared.spare_should_retire(self.index) {
+                self.retire();
+                // Acquire: pairs with the Release in `Runtime::join`.
+                if self.shared.shutdown.load(Ordering::Acquire) {
+                    break;
+                }
+                continue;
+            }
             let tick = self.tick.get().wrapping_add(1);
             self.tick.set(tick);
             if tick % TIMER_INTERVAL == 0 {
@@ -117,8 +122,7 @@ impl<P: Schedulable> WorkerLocal<P> {
             if self.fire_timers() {
                 continue;
             }
-            // Acquire: pairs with the Release in `Runtime::shutdown`.
-            if self.shared.shutdown.load(Ordering::Acquire) && self.shared.live() == 0 {
+            if self.finished() {
                 break;
             }
             self.sleep();
@@ -130,6 +134,36 @@ impl<P: Schedulable> WorkerLocal<P> {
         context::clear_context();
     }
 
+    /// Returns `true` once the runtime is shutting down and no process is left for us.
+    fn finished(&self) -> bool {
+        // Acquire: pairs with the Releases in `Runtime::shutdown` and `Runtime::join`.
+        self.shared.shutdown.load(Ordering::Acquire)
+            && (self.shared.live() == 0 || self.shared.abandon.load(Ordering::Acquire))
+    }
+
+    /// A spare that is no longer needed: hands its work to the injector, then sleeps until the
+    /// watchdog needs it again (or the runtime shuts down).
+    fn retire(&self) {
+        let shared = &self.shared;
+        if self.searching.replace(false) && shared.idle.transition_from_searching() {
+            shared.notify_one();
+        }
+        while let Some(process) = shared.workers[self.index].runnext.take() {
+            shared.injector.push(process);
+        }
+        while let Some(process) = self.queue.pop() {
+            shared.injector.push(process);
+        }
+        shared.notify_one();
+        while shared.spare_is_dormant(self.index) && !self.finished() {
+            // Acquire: pairs with `Runtime::shutdown`.
+            if shared.shutdown.load(Ordering::Acquire) {
+                break;
+            }
+            shared.workers[self.index].parker.park(None);
+        }
+    }
+
     /// The next process to run, from (in order) the runnext slot, the local queue, the
     /// injector and the other workers' queues.
     fn next_process(&self, tick: u64) -> Option<Arc<P>> {
@@ -138,7 +172,7 @@ impl<P: Schedulable> WorkerLocal<P> {
                 return Some(process);
             }
         }
-        if let Some(process) = self.runnext.take() {
+        if let Some(process) = self.shared.workers[self.index].runnext.take() {
             if self.runnext_streak.get() < MAX_RUNNEXT_STREAK {
                 self.runnext_streak.set(self.runnext_streak.get() + 1);
                 return Some(process);
@@ -185,6 +219,13 @@ impl<P: Schedulable> WorkerLocal<P> {
                 if victim == self.index {
                     continue;
                 }
+                let worker = &self.shared.workers[victim];
+                // Relaxed: a hint; the watchdog flags a worker stuck only after milliseconds.
+                if worker.stuck.load(Ordering::Relaxed) {
+                    if let Some(process) = worker.runnext.take() {
+                        return Some(process);
+                    }
+                }
                 match stealers[victim].steal_batch_and_pop(&self.queue) {
                     Steal::Success(process) => return Some(process),
                     Steal::Empty => {}
@@ -215,11 +256,20 @@ impl<P: Schedulable> WorkerLocal<P> {
             Acquire::Queued => return,
         }
         self.shared.slots.make_resident(slot, &process);
+        let shared_self = &self.shared.workers[self.index];
+        // Relaxed: the watchdog only samples these (see `watchdog.rs`).
+        shared_self.label.store(process.label(), Ordering::Relaxed);
+        let runs = shared_self.runs.load(Ordering::Relaxed);
+        shared_self.runs.store(runs + 1, Ordering::Relaxed);
         context::set_process(Arc::as_ptr(&process) as *const ());
         // SAFETY: we hold the fiber's home slot, made it resident just above, and it was
         // Scheduled when we popped it (only one queue ever holds it).
         let outcome = unsafe { fiber.resume(self.shared.slots.stack(slot), self.slice()) };
         context::set_process(std::ptr::null());
+        shared_self.runs.store(runs + 2, Ordering::Relaxed);
+        if shared_self.stuck.load(Ordering::Relaxed) {
+            self.shared.report_finished(self.index);
+        }
         match outcome {
             RunOutcome::Parked => {
                 self.release_slot(slot);
@@ -267,16 +317,27 @@ impl<P: Schedulable> WorkerLocal<P> {
     fn fire_timers(&self) -> bool {
         let now = Instant::now();
         let mut fired = 0;
-        for index in [self.index, 0] {
+        for index in self.watched_wheels() {
             let timers = &self.shared.workers[index].timers;
             if timers.due(&self.shared, now) {
                 fired += timers.fire(&self.shared, now);
             }
-            if self.index == 0 {
-                break;
-            }
         }
         fired > 0
+    }
+
+    /// The timer wheels this worker fires: its own, worker 0's (callback timers), and those of
+    /// stuck workers, which cannot fire their own.
+    fn watched_wheels(&self) -> impl Iterator<Item = usize> + '_ {
+        let stuck = (0..self.shared.workers.len()).filter(move |&index| {
+            // Relaxed: a hint, see `steal_from_workers`.
+            index != self.index
+                && index != 0
+                && self.shared.workers[index].stuck.load(Ordering::Relaxed)
+        });
+        std::iter::once(self.index)
+            .chain((self.index != 0).then_some(0))
+            .chain(stuck)
     }
 
     /// Parks the worker until work arrives or its next timer is due (idle protocol, `idle.rs`).
@@ -287,7 +348,7 @@ impl<P: Schedulable> WorkerLocal<P> {
             .transition_to_sleeping(self.index, self.searching.replace(false));
         // Step c of the idle protocol: look again now that we are listed as sleeping.
         // Acquire: pairs with the Release in `Runtime::shutdown`.
-        let shutting_down = shared.shutdown.load(Ordering::Acquire) && shared.live() == 0;
+        let shutting_down = self.finished();
         if shutting_down || shared.has_visible_work() {
             if !shared.idle.transition_from_sleeping(self.index) {
                 // A submitter already woke us and counted us as searching.
@@ -295,15 +356,14 @@ impl<P: Schedulable> WorkerLocal<P> {
             }
             return;
         }
-        let own = shared.workers[self.index].timers.next_deadline(shared);
-        let callbacks = shared.workers[0].timers.next_deadline(shared);
-        let deadline = match (own, callbacks) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        };
+        let deadline = self
+            .watched_wheels()
+            .filter_map(|index| shared.workers[index].timers.next_deadline(shared))
+            .min();
         shared.workers[self.index].parker.park(deadline);
         if !shared.idle.transition_from_sleeping(self.index) {
             self.searching.set(true);
         }
+        shared.watchdog.worker_woke();
     }
 }

@@ -50,6 +50,17 @@ impl Schedulable for Process {
     fn fiber(&self) -> &Fiber {
         &self.fiber
     }
+
+    /// The pid's index and the low 32 bits of its generation (see `pid_of_label`).
+    fn label(&self) -> u64 {
+        (u64::from(self.pid.index) << 32) | (self.pid.generation & 0xFFFF_FFFF)
+    }
+}
+
+/// The pid a `label` stands for (exact while generations stay below 2^32, which takes 4
+/// billion reuses of one table entry).
+pub(crate) fn pid_of_label(vm: u32, label: u64) -> Pid {
+    Pid::new(vm, (label >> 32) as u32, label & 0xFFFF_FFFF)
 }
 
 /// The calling process.

@@ -83,6 +83,7 @@
 #![warn(missing_docs, missing_debug_implementations)]
 #![doc(test(attr(deny(warnings))))]
 
+mod blocking;
 mod control_block;
 mod crash;
 mod envelope;
@@ -101,6 +102,7 @@ mod table;
 pub mod task;
 mod vm;
 
+pub use blocking::{blocking, LongSchedule};
 pub use error::Error;
 pub use exit::{Down, Exit, ExitReason, Status};
 pub use kernel::{exit, self_pid, send, spawn, spawn_link, spawn_monitor, try_spawn};

@@ -2,6 +2,7 @@
 
 use std::time::{Duration, Instant};
 
+pub use crate::blocking::long_schedules;
 use crate::control_block::{current, current_arc, Process, CALL_COST};
 use crate::envelope::Envelope;
 use crate::error::Error;

@@ -6,7 +6,14 @@ use std::sync::{Arc, Condvar, Mutex};
 
 use std::collections::HashMap;
 
-use starling_scheduler::{Config, Runtime, StartError, TimerHandle};
+use std::time::Duration;
+
+use starling_scheduler::{
+    BlockingPool, Config, LongScheduleHook, Runtime, StartError, TimerHandle,
+    DEFAULT_BLOCKING_IDLE, DEFAULT_BLOCKING_THREADS, DEFAULT_LONG_SCHEDULE,
+};
+
+use crate::blocking::{LongSchedule, LongScheduleLog};
 
 use crate::control_block::Process;
 use crate::error::Error;
@@ -32,6 +39,9 @@ pub(crate) struct VmShared {
     pub(crate) table: ProcessTable,
     pub(crate) references: References,
     pub(crate) registry: Registry,
+    /// The pool `blocking` runs its work on.
+    pub(crate) blocking: BlockingPool,
+    pub(crate) long_schedules: Arc<LongScheduleLog>,
     /// Pending `send_after` timers by reference. Under this mutex.
     pub(crate) timers: Mutex<HashMap<u64, Option<TimerHandle>>>,
     /// Print a line on standard error when a process panics.
@@ -56,6 +66,8 @@ pub struct Builder {
     max_stack_slots: usize,
     crash_reports: bool,
     randomize_scheduling: Option<u64>,
+    long_schedule: Duration,
+    blocking_threads: usize,
 }
 
 impl Default for Builder {
@@ -66,6 +78,8 @@ impl Default for Builder {
             max_processes: DEFAULT_MAX_PROCESSES,
             max_stack_slots: starling_scheduler::DEFAULT_MAX_SLOTS,
             crash_reports: true,
+            long_schedule: DEFAULT_LONG_SCHEDULE,
+            blocking_threads: DEFAULT_BLOCKING_THREADS,
             randomize_scheduling: std::env::var("STARLING_RANDOMIZE_SCHEDULING")
                 .ok()
                 .and_then(|seed| seed.parse().ok()),
@@ -106,6 +120,20 @@ impl Builder {
         self
     }
 
+    /// How long a process may hold a scheduler without calling the VM before the watchdog
+    /// hands that scheduler's other processes to a spare thread and records a long schedule
+    /// (default 5 ms; at least 1 ms).
+    pub fn long_schedule(mut self, threshold: Duration) -> Self {
+        self.long_schedule = threshold;
+        self
+    }
+
+    /// Most OS threads of the pool that runs [`blocking`](crate::blocking) work (default 512).
+    pub fn blocking_threads(mut self, threads: usize) -> Self {
+        self.blocking_threads = threads;
+        self
+    }
+
     /// Randomizes scheduling choices from `seed` (whether a woken process runs next, which
     /// worker to steal from, how long a slice lasts), to shake out hidden assumptions about
     /// scheduling order in tests. Also switched on for every VM by the environment variable
@@ -128,6 +156,17 @@ impl Builder {
                 self.max_processes
             )));
         }
+        if self.long_schedule < Duration::from_millis(1) {
+            return Err(Error::InvalidConfig(format!(
+                "long_schedule must be at least 1 ms, got {:?}",
+                self.long_schedule
+            )));
+        }
+        if self.blocking_threads == 0 {
+            return Err(Error::InvalidConfig(
+                "blocking_threads must be at least 1".to_string(),
+            ));
+        }
         let stack_size = self
             .stack_size
             .checked_next_multiple_of(4096)
@@ -144,6 +183,16 @@ impl Builder {
         static NEXT_ID: AtomicU32 = AtomicU32::new(1);
         // Relaxed: uniqueness only.
         let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
+        let long_schedules = Arc::new(LongScheduleLog::default());
+        let log = long_schedules.clone();
+        config.long_schedule = self.long_schedule;
+        config.on_long_schedule = Some(LongScheduleHook(Arc::new(move |event| {
+            log.record(LongSchedule {
+                pid: crate::control_block::pid_of_label(id, event.label),
+                duration: event.duration,
+                finished: event.finished,
+            })
+        })));
         config.thread_name = format!("starling-{id}");
         let runtime = Runtime::start(config).map_err(|error| match error {
             StartError::InvalidConfig(message) => Error::InvalidConfig(message),
@@ -158,6 +207,12 @@ impl Builder {
                 references: References::default(),
                 registry: Registry::default(),
                 timers: Mutex::new(HashMap::new()),
+                blocking: BlockingPool::new(
+                    self.blocking_threads,
+                    DEFAULT_BLOCKING_IDLE,
+                    format!("starling-{id}-blocking"),
+                ),
+                long_schedules,
                 crash_reports: self.crash_reports,
                 shutting_down: AtomicBool::new(false),
             }),
@@ -324,6 +379,12 @@ impl Vm {
             .map(|process| crate::process::info_of(&process))
     }
 
+    /// The long schedules this VM has seen (most recent last): processes that held a scheduler
+    /// for longer than the `long_schedule` threshold without calling the VM.
+    pub fn long_schedules(&self) -> Vec<LongSchedule> {
+        self.shared.long_schedules.events()
+    }
+
     /// Kills every process and joins the scheduler threads (dropping the VM does the same).
     pub fn shutdown(self) {
         drop(self);
@@ -342,6 +403,7 @@ impl Vm {
         // 2–4. The runtime's shutdown sequence: workers exit once no fiber is live.
         self.shared.runtime.shutdown();
         self.shared.runtime.join();
+        self.shared.blocking.shutdown();
     }
 }
 

@@ -1,0 +1,120 @@
+//! The runnext slot: one process that runs next on its worker, stealable when the worker is stuck.
+//!
+//! # Problem
+//!
+//! A process woken by a process running on a worker should run next on that worker (a ping-pong
+//! pair then never leaves its core). But if the waker then runs for a long time without calling
+//! the VM, the woken process must not wait behind it: a spare worker must be able to take it.
+//!
+//! # Solution
+//!
+//! One atomic pointer holding an `Arc<P>` turned into a raw pointer (Go's `runnext` is likewise
+//! an atomic `guintptr`). The owner puts and takes with `swap`; a thief takes with `swap` too,
+//! which it only does for a worker the watchdog flagged as stuck. Every transfer is one atomic
+//! exchange, so each `Arc` is owned by exactly one side at a time.
+
+use std::ptr;
+use std::sync::atomic::{AtomicPtr, Ordering};
+use std::sync::Arc;
+
+/// A slot holding at most one `Arc<P>`.
+pub(crate) struct RunNext<P> {
+    /// Null, or a pointer from `Arc::into_raw` that this slot owns.
+    slot: AtomicPtr<P>,
+}
+
+impl<P> RunNext<P> {
+    pub(crate) fn new() -> RunNext<P> {
+        RunNext {
+            slot: AtomicPtr::new(ptr::null_mut()),
+        }
+    }
+
+    /// Puts `process` in the slot; returns the process it displaced.
+    pub(crate) fn put(&self, process: Arc<P>) -> Option<Arc<P>> {
+        let raw = Arc::into_raw(process) as *mut P;
+        // AcqRel: Release publishes the process to a thief's Acquire swap in `take`; Acquire
+        // takes ownership of a displaced pointer that another thread may have put.
+        let previous = self.slot.swap(raw, Ordering::AcqRel);
+        // SAFETY: a non-null pointer in the slot came from `Arc::into_raw` and the swap made us
+        // its only owner.
+        (!previous.is_null()).then(|| unsafe { Arc::from_raw(previous) })
+    }
+
+    /// Takes the process out of the slot, if any (owner or thief).
+    pub(crate) fn take(&self) -> Option<Arc<P>> {
+        if self.slot.load(Ordering::Relaxed).is_null() {
+            return None;
+        }
+        // AcqRel: Acquire pairs with the Release in `put`, so the process's state written
+        // before it was put is visible; Release keeps the swap ordered for the next `put`.
+        let previous = self.slot.swap(ptr::null_mut(), Ordering::AcqRel);
+        // SAFETY: as in `put`.
+        (!previous.is_null()).then(|| unsafe { Arc::from_raw(previous) })
+    }
+}
+
+impl<P> Drop for RunNext<P> {
+    fn drop(&mut self) {
+        drop(self.take());
+    }
+}
+
+// SAFETY: the slot only transfers `Arc<P>`s between threads, which is sound when `Arc<P>` is
+// `Send` (`P: Send + Sync`).
+unsafe impl<P: Send + Sync> Send for RunNext<P> {}
+// SAFETY: all access is through atomic swaps; see `Send`.
+unsafe impl<P: Send + Sync> Sync for RunNext<P> {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn put_take_displace() {
+        let slot = RunNext::new();
+        assert!(slot.take().is_none());
+        assert!(slot.put(Arc::new(1)).is_none());
+        assert_eq!(slot.put(Arc::new(2)).as_deref(), Some(&1));
+        assert_eq!(slot.take().as_deref(), Some(&2));
+        assert!(slot.take().is_none());
+    }
+
+    #[test]
+    fn drop_releases_the_process() {
+        let process = Arc::new(7);
+        let slot = RunNext::new();
+        slot.put(process.clone());
+        assert_eq!(Arc::strong_count(&process), 2);
+        drop(slot);
+        assert_eq!(Arc::strong_count(&process), 1);
+    }
+
+    #[test]
+    fn stampede_transfers_each_process_exactly_once() {
+        let slot = Arc::new(RunNext::new());
+        let taken = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let threads: Vec<_> = (0..4)
+            .map(|t| {
+                let slot = slot.clone();
+                let taken = taken.clone();
+                std::thread::spawn(move || {
+                    for i in 0..20_000 {
+                        if let Some(displaced) = slot.put(Arc::new(t * 100_000 + i)) {
+                            drop(displaced);
+                            taken.fetch_add(1, Ordering::Relaxed);
+                        }
+                        if slot.take().is_some() {
+                            taken.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                })
+            })
+            .collect();
+        for thread in threads {
+            thread.join().unwrap();
+        }
+        let left = usize::from(slot.take().is_some());
+        assert_eq!(taken.load(Ordering::Relaxed) + left, 80_000);
+    }
+}
