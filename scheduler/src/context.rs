@@ -28,6 +28,8 @@ use std::any::TypeId;
 use std::cell::Cell;
 use std::ptr::NonNull;
 
+use crate::fiber::Fiber;
+
 /// What the current OS thread is doing for a runtime.
 #[derive(Clone, Copy)]
 pub(crate) struct Context {
@@ -39,6 +41,8 @@ pub(crate) struct Context {
     pub(crate) worker: *const (),
     /// The running process `P` (inside an `Arc`), type-erased; null in the worker's own loop.
     pub(crate) process: *const (),
+    /// The running process's fiber; null in the worker's own loop.
+    pub(crate) fiber: *const Fiber,
 }
 
 impl Context {
@@ -47,6 +51,7 @@ impl Context {
         process_type: None,
         worker: std::ptr::null(),
         process: std::ptr::null(),
+        fiber: std::ptr::null(),
     };
 }
 
@@ -84,12 +89,20 @@ pub(crate) fn clear_context() {
 }
 
 #[inline(never)]
-fn write_process(process: *const ()) {
+fn write_process(process: *const (), fiber: *const Fiber) {
     CONTEXT.with(|cell| {
         let mut current = cell.get();
         current.process = process;
+        current.fiber = fiber;
         cell.set(current);
     });
+}
+
+/// The fiber running on this thread, or null. Async-signal-safe (a static thread-local read),
+/// for the overflow handler.
+pub(crate) fn current_fiber() -> *const Fiber {
+    let read: fn() -> Context = std::hint::black_box(read_context);
+    read().fiber
 }
 
 #[inline(never)]
@@ -100,11 +113,12 @@ fn read_process() -> (*const (), Option<TypeId>) {
     })
 }
 
-/// Sets the running process of this worker thread (null when the worker is back in its loop).
+/// Sets the running process and its fiber on this worker thread (nulls when the worker is back
+/// in its loop).
 #[inline]
-pub(crate) fn set_process(process: *const ()) {
-    let write: fn(*const ()) = std::hint::black_box(write_process);
-    write(process)
+pub(crate) fn set_process(process: *const (), fiber: *const Fiber) {
+    let write: fn(*const (), *const Fiber) = std::hint::black_box(write_process);
+    write(process, fiber)
 }
 
 /// The process of type `P` running on this thread, if any.

@@ -18,8 +18,9 @@
 //! by the worker that owns it as Running), so it is never on two queues at once.
 
 use std::cell::{Cell, UnsafeCell};
-use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 
+use corosensei::trap::CoroutineTrapHandler;
 use corosensei::{Coroutine, CoroutineResult, Yielder};
 
 use crate::arch;
@@ -211,6 +212,10 @@ struct Core {
     budget: i32,
     /// Base (highest address) of the home slot's stack; 0 before the first run.
     stack_base: usize,
+    /// Lowest address of the home slot (its guard page); 0 before the first run.
+    stack_limit: usize,
+    /// The coroutine's trap handler, for stack overflows (`overflow.rs`).
+    trap: Option<CoroutineTrapHandler<()>>,
 }
 
 /// A green thread.
@@ -230,6 +235,9 @@ pub struct Fiber {
     /// Bytes of stack this fiber holds: its saved buffer while evicted, its live frames while
     /// resident (as of its last suspension). Relaxed; introspection only.
     stack_bytes: AtomicUsize,
+    /// Set by the overflow trampoline (Release) when the coroutine hit its guard page; read by
+    /// the worker (Acquire) after the coroutine completed.
+    overflowed: AtomicBool,
     core: UnsafeCell<Core>,
 }
 
@@ -251,6 +259,7 @@ impl Fiber {
             wait_generation: AtomicU32::new(0),
             reductions: AtomicU64::new(0),
             stack_bytes: AtomicUsize::new(0),
+            overflowed: AtomicBool::new(false),
             core: UnsafeCell::new(Core {
                 entry: Some(entry),
                 coroutine: None,
@@ -260,6 +269,8 @@ impl Fiber {
                 saved_low: 0,
                 budget: REDUCTIONS_PER_SLICE,
                 stack_base: 0,
+                stack_limit: 0,
+                trap: None,
             }),
         }
     }
@@ -267,6 +278,34 @@ impl Fiber {
     /// The fiber's scheduling status (for introspection; may be stale at once).
     pub fn status(&self) -> FiberStatus {
         self.state.status()
+    }
+
+    /// Returns `true` if the fiber ended by overflowing its stack (see `overflow.rs`).
+    pub fn overflowed(&self) -> bool {
+        // Acquire: pairs with the Release store of the overflow trampoline.
+        self.overflowed.load(Ordering::Acquire)
+    }
+
+    /// Address of the overflow flag, for the trampoline (which must not capture references).
+    pub(crate) fn overflow_flag(&self) -> usize {
+        &self.overflowed as *const AtomicBool as usize
+    }
+
+    /// The trap handler of this fiber's coroutine if its home slot starts at `slot_start`.
+    ///
+    /// # Safety
+    ///
+    /// Called on the thread running this fiber (it owns the core).
+    pub(crate) unsafe fn trap_handler(
+        &self,
+        slot_start: usize,
+    ) -> Option<CoroutineTrapHandler<()>> {
+        // SAFETY: the caller runs this fiber, so it owns the core.
+        let core = unsafe { &*self.core.get() };
+        if core.stack_limit != slot_start {
+            return None;
+        }
+        core.trap
     }
 
     /// Total reductions this fiber has spent.
@@ -387,6 +426,7 @@ impl Fiber {
                 .expect("runtime: fiber has neither entry nor coroutine");
             let core_ptr = self.core.get();
             core.stack_base = corosensei::stack::Stack::base(&stack).get();
+            core.stack_limit = corosensei::stack::Stack::limit(&stack).get();
             core.coroutine = Some(Coroutine::with_stack(stack, move |yielder, ()| {
                 // SAFETY: this runs on the coroutine, while the worker that resumed it owns the
                 // core; the fiber outlives its coroutine (it owns it).
@@ -397,6 +437,9 @@ impl Fiber {
             drop(stack);
         }
         let coroutine = core.coroutine.as_mut().expect("coroutine just created");
+        if core.trap.is_none() {
+            core.trap = Some(coroutine.trap_handler());
+        }
         let result = coroutine.resume(());
         // SAFETY: the coroutine gave control back; the core is ours again. Re-borrow: the
         // coroutine may have written through its own pointer meanwhile.
@@ -418,6 +461,7 @@ impl Fiber {
             }
             CoroutineResult::Return(()) => {
                 core.coroutine = None;
+                core.trap = None;
                 core.saved = Vec::new();
                 self.stack_bytes.store(0, Ordering::Relaxed);
                 self.state.transition_to_done();

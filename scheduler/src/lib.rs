@@ -92,6 +92,7 @@ mod blocking;
 mod context;
 mod fiber;
 mod idle;
+mod overflow;
 mod park;
 mod runnext;
 mod runtime;
@@ -123,6 +124,11 @@ pub trait Schedulable: Send + Sync + 'static {
     fn label(&self) -> u64 {
         0
     }
+
+    /// Called on a worker thread (outside any process) after the process's coroutine overflowed
+    /// its stack and was abandoned: its frames are gone, its body will never return, and the
+    /// owner must end it. The default does nothing.
+    fn overflowed(self: &std::sync::Arc<Self>) {}
 }
 
 impl std::fmt::Debug for Fiber {

@@ -139,6 +139,8 @@ pub(crate) struct SlotPool<P> {
     round_robin: AtomicUsize,
     /// Bytes between the stack pointer read in `fiber::suspend` and the lowest live byte.
     live_offset: usize,
+    /// Our entry in the overflow handler's region list, if there was room.
+    overflow_entry: Option<usize>,
 }
 
 // SAFETY: the raw region pointer is only used for address arithmetic and for memory that the
@@ -206,6 +208,7 @@ impl<P: Schedulable> SlotPool<P> {
             free: Mutex::new(Vec::new()),
             round_robin: AtomicUsize::new(0),
             live_offset: live_frames_offset(),
+            overflow_entry: crate::overflow::register(region as usize, region_len, slot_size),
         })
     }
 
@@ -427,6 +430,9 @@ impl<P> Drop for SlotPool<P> {
         // (`Fiber`'s Drop leaks a suspended coroutine rather than touching its stack).
         for slot in self.slots.iter_mut() {
             slot.resident.get_mut().take();
+        }
+        if let Some(entry) = self.overflow_entry {
+            crate::overflow::unregister(entry);
         }
         // SAFETY: the region was mapped by `new` with this length; no coroutine runs on it any
         // more (all workers have been joined before the pool is dropped).

@@ -92,11 +92,13 @@ impl<P: Schedulable> WorkerLocal<P> {
 
     /// The worker thread's body.
     pub(crate) fn run(self) {
+        crate::overflow::ensure_alternate_stack();
         context::set_context(Context {
             runtime: Arc::as_ptr(&self.shared) as usize,
             process_type: Some(std::any::TypeId::of::<P>()),
             worker: &self as *const WorkerLocal<P> as *const (),
             process: std::ptr::null(),
+            fiber: std::ptr::null(),
         });
         loop {
             if self.index >= self.shared.schedulers && self.shared.spare_should_retire(self.index) {
@@ -261,11 +263,11 @@ impl<P: Schedulable> WorkerLocal<P> {
         shared_self.label.store(process.label(), Ordering::Relaxed);
         let runs = shared_self.runs.load(Ordering::Relaxed);
         shared_self.runs.store(runs + 1, Ordering::Relaxed);
-        context::set_process(Arc::as_ptr(&process) as *const ());
+        context::set_process(Arc::as_ptr(&process) as *const (), fiber);
         // SAFETY: we hold the fiber's home slot, made it resident just above, and it was
         // Scheduled when we popped it (only one queue ever holds it).
         let outcome = unsafe { fiber.resume(self.shared.slots.stack(slot), self.slice()) };
-        context::set_process(std::ptr::null());
+        context::set_process(std::ptr::null(), std::ptr::null());
         shared_self.runs.store(runs + 2, Ordering::Relaxed);
         if shared_self.stuck.load(Ordering::Relaxed) {
             self.shared.report_finished(self.index);
@@ -284,6 +286,10 @@ impl<P: Schedulable> WorkerLocal<P> {
                 self.shared.notify_one();
             }
             RunOutcome::Completed => {
+                if fiber.overflowed() {
+                    // Its frames are gone (overflow.rs); the owner ends it from here.
+                    process.overflowed();
+                }
                 let resident = self.shared.slots.vacate(slot);
                 self.release_slot(slot);
                 if self.shared.slots.unhome(slot) {

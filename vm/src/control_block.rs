@@ -51,6 +51,19 @@ impl Schedulable for Process {
         &self.fiber
     }
 
+    fn overflowed(self: &Arc<Self>) {
+        if self.vm.crash_reports {
+            eprintln!(
+                "starling: process {} overflowed its stack ({} KiB) and was ended",
+                self.pid,
+                self.vm.stack_size / 1024
+            );
+        }
+        self.kill_self(ExitReason::StackOverflow);
+        // Outside the process now: its frames are gone, so it ends from here.
+        self.terminate(Ok(()));
+    }
+
     /// The pid's index and the low 32 bits of its generation (see `pid_of_label`).
     fn label(&self) -> u64 {
         (u64::from(self.pid.index) << 32) | (self.pid.generation & 0xFFFF_FFFF)

@@ -44,8 +44,10 @@ pub(crate) struct VmShared {
     pub(crate) long_schedules: Arc<LongScheduleLog>,
     /// Pending `send_after` timers by reference. Under this mutex.
     pub(crate) timers: Mutex<HashMap<u64, Option<TimerHandle>>>,
-    /// Print a line on standard error when a process panics.
+    /// Print a line on standard error when a process panics or overflows its stack.
     pub(crate) crash_reports: bool,
+    /// Bytes of stack per process (for crash reports).
+    pub(crate) stack_size: usize,
     /// Set once by `shutdown`. Release/Acquire: pairs with `is_shutting_down`.
     shutting_down: AtomicBool,
 }
@@ -214,6 +216,7 @@ impl Builder {
                 ),
                 long_schedules,
                 crash_reports: self.crash_reports,
+                stack_size,
                 shutting_down: AtomicBool::new(false),
             }),
         })

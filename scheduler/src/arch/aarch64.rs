@@ -13,3 +13,16 @@ pub(crate) fn stack_pointer() -> usize {
     }
     stack_pointer
 }
+
+/// Points the interrupted context of a signal at corosensei's trap trampoline. Not implemented
+/// on aarch64 yet: returns `false`, and the overflow handler aborts with a clear message.
+///
+/// # Safety
+///
+/// As on x86_64.
+pub(crate) unsafe fn redirect_to_trap_handler(
+    _context: *mut libc::c_void,
+    _regs: corosensei::trap::TrapHandlerRegs,
+) -> bool {
+    false
+}

@@ -13,3 +13,25 @@ pub(crate) fn stack_pointer() -> usize {
     }
     stack_pointer
 }
+
+/// Points the interrupted context of a signal at corosensei's trap trampoline.
+///
+/// # Safety
+///
+/// `context` must be the `ucontext_t` a SIGSEGV handler received for a fault on the thread
+/// running the handler, and `regs` must come from `CoroutineTrapHandler::setup_trap_handler` for
+/// the coroutine that faulted.
+pub(crate) unsafe fn redirect_to_trap_handler(
+    context: *mut libc::c_void,
+    regs: corosensei::trap::TrapHandlerRegs,
+) -> bool {
+    let context = context as *mut libc::ucontext_t;
+    // SAFETY: the caller guarantees `context` is the live ucontext of this signal.
+    let gregs = unsafe { &mut (*context).uc_mcontext.gregs };
+    gregs[libc::REG_RIP as usize] = regs.rip as i64;
+    gregs[libc::REG_RSP as usize] = regs.rsp as i64;
+    gregs[libc::REG_RBP as usize] = regs.rbp as i64;
+    gregs[libc::REG_RDI as usize] = regs.rdi as i64;
+    gregs[libc::REG_RSI as usize] = regs.rsi as i64;
+    true
+}
