@@ -212,10 +212,6 @@ struct Core {
     budget: i32,
     /// Base (highest address) of the home slot's stack; 0 before the first run.
     stack_base: usize,
-    /// Lowest address of the home slot (its guard page); 0 before the first run.
-    stack_limit: usize,
-    /// The coroutine's trap handler, for stack overflows (`overflow.rs`).
-    trap: Option<CoroutineTrapHandler<()>>,
 }
 
 /// A green thread.
@@ -269,8 +265,6 @@ impl Fiber {
                 saved_low: 0,
                 budget: REDUCTIONS_PER_SLICE,
                 stack_base: 0,
-                stack_limit: 0,
-                trap: None,
             }),
         }
     }
@@ -302,10 +296,9 @@ impl Fiber {
     ) -> Option<CoroutineTrapHandler<()>> {
         // SAFETY: the caller runs this fiber, so it owns the core.
         let core = unsafe { &*self.core.get() };
-        if core.stack_limit != slot_start {
-            return None;
-        }
-        core.trap
+        let trap = core.coroutine.as_ref()?.trap_handler();
+        // The slot's lowest address is this coroutine's stack limit only if it is its slot.
+        trap.stack_ptr_in_bounds(slot_start).then_some(trap)
     }
 
     /// Total reductions this fiber has spent.
@@ -380,6 +373,18 @@ impl Fiber {
             .store(core.saved.capacity(), Ordering::Relaxed);
     }
 
+    /// The lowest live address of this suspended resident's frames, if it has started.
+    ///
+    /// # Safety
+    ///
+    /// The caller holds this fiber's home slot and the fiber is its suspended resident.
+    pub(crate) unsafe fn live_low(&self, live_offset: usize) -> Option<usize> {
+        // SAFETY: the slot holder owns the core of a suspended resident.
+        let core = unsafe { &*self.core.get() };
+        core.coroutine.as_ref()?;
+        Some(core.suspend_stack_pointer.get() - live_offset)
+    }
+
     /// Copies this fiber's frames back into its slot if they were evicted.
     ///
     /// # Safety
@@ -426,7 +431,6 @@ impl Fiber {
                 .expect("runtime: fiber has neither entry nor coroutine");
             let core_ptr = self.core.get();
             core.stack_base = corosensei::stack::Stack::base(&stack).get();
-            core.stack_limit = corosensei::stack::Stack::limit(&stack).get();
             core.coroutine = Some(Coroutine::with_stack(stack, move |yielder, ()| {
                 // SAFETY: this runs on the coroutine, while the worker that resumed it owns the
                 // core; the fiber outlives its coroutine (it owns it).
@@ -437,9 +441,6 @@ impl Fiber {
             drop(stack);
         }
         let coroutine = core.coroutine.as_mut().expect("coroutine just created");
-        if core.trap.is_none() {
-            core.trap = Some(coroutine.trap_handler());
-        }
         let result = coroutine.resume(());
         // SAFETY: the coroutine gave control back; the core is ours again. Re-borrow: the
         // coroutine may have written through its own pointer meanwhile.
@@ -461,7 +462,6 @@ impl Fiber {
             }
             CoroutineResult::Return(()) => {
                 core.coroutine = None;
-                core.trap = None;
                 core.saved = Vec::new();
                 self.stack_bytes.store(0, Ordering::Relaxed);
                 self.state.transition_to_done();

@@ -79,7 +79,7 @@
 use std::cell::{Cell, UnsafeCell};
 use std::io;
 use std::ptr::NonNull;
-use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use corosensei::stack::{Stack, StackPointer};
@@ -90,6 +90,11 @@ use crate::Schedulable;
 /// Size of the guard page at the bottom of every slot. Linux x86_64/aarch64 page size (4 KiB);
 /// checked against `sysconf(_SC_PAGESIZE)` when a pool is created.
 pub(crate) const GUARD_SIZE: usize = 4096;
+
+/// Bytes at the top of a slot that `trim` keeps even without a resident, so that the next
+/// process started there does not fault its first pages in again. Guessed: a fresh process
+/// uses well under 4 KiB; a few more pages cover typical call depths.
+const WARM_TOP: usize = 16 * 1024;
 
 /// Bytes copied below the calibrated lowest live word, in case a future corosensei pushes one
 /// more register. Guessed; it costs ~1 ns per copy.
@@ -115,6 +120,9 @@ struct Slot<P> {
     resident: UnsafeCell<Option<Arc<P>>>,
     /// Number of live processes homed on this slot. Any thread, atomically.
     homed: AtomicU32,
+    /// Used since it was last trimmed. Relaxed: a hint for `trim`; a missed store only delays
+    /// giving memory back until the next use.
+    dirty: AtomicBool,
 }
 
 /// The pool of stack slots of one runtime.
@@ -139,6 +147,8 @@ pub(crate) struct SlotPool<P> {
     round_robin: AtomicUsize,
     /// Bytes between the stack pointer read in `fiber::suspend` and the lowest live byte.
     live_offset: usize,
+    /// Next slot `trim` looks at. Relaxed: any value is correct.
+    trim_cursor: AtomicUsize,
     /// Our entry in the overflow handler's region list, if there was room.
     overflow_entry: Option<usize>,
 }
@@ -196,6 +206,7 @@ impl<P: Schedulable> SlotPool<P> {
                 waiters: Mutex::new(Vec::new()),
                 resident: UnsafeCell::new(None),
                 homed: AtomicU32::new(0),
+                dirty: AtomicBool::new(false),
             })
             .collect();
         Ok(SlotPool {
@@ -208,6 +219,7 @@ impl<P: Schedulable> SlotPool<P> {
             free: Mutex::new(Vec::new()),
             round_robin: AtomicUsize::new(0),
             live_offset: live_frames_offset(),
+            trim_cursor: AtomicUsize::new(0),
             overflow_entry: crate::overflow::register(region as usize, region_len, slot_size),
         })
     }
@@ -412,6 +424,64 @@ impl<P: Schedulable> SlotPool<P> {
                 .restore(base, self.stack(index).limit.get() + GUARD_SIZE)
         };
         *resident = Some(process.clone());
+    }
+
+    /// Gives the memory of dead stack pages back to the OS, for at most `budget` used slots:
+    /// everything below a parked resident's live frames, and all but the top
+    /// [`WARM_TOP`] bytes of a slot without a resident. Slots that are busy are skipped; the
+    /// processes that waited for a slot while we trimmed it go to `requeue`.
+    pub(crate) fn trim(&self, budget: usize, requeue: &mut dyn FnMut(Arc<P>)) {
+        let enabled = self.enabled.load(Ordering::Acquire);
+        if enabled == 0 {
+            return;
+        }
+        let mut trimmed = 0;
+        for _ in 0..enabled {
+            if trimmed == budget {
+                break;
+            }
+            let index = self.trim_cursor.fetch_add(1, Ordering::Relaxed) % enabled;
+            let slot = &self.slots[index];
+            if !slot.dirty.load(Ordering::Relaxed) {
+                continue;
+            }
+            // Acquire: as in `try_acquire`; we only take a free slot and never queue.
+            if slot
+                .busy
+                .compare_exchange(FREE, BUSY, Ordering::Acquire, Ordering::Relaxed)
+                .is_err()
+            {
+                continue;
+            }
+            slot.dirty.store(false, Ordering::Relaxed);
+            let stack = self.stack(index as u32);
+            let floor = stack.limit.get() + GUARD_SIZE;
+            // SAFETY: we hold the slot, so its resident is suspended and its fields are ours.
+            let live_low = match unsafe { &*slot.resident.get() } {
+                Some(resident) => unsafe { resident.fiber().live_low(self.live_offset) },
+                None => None,
+            };
+            let keep_from = live_low.unwrap_or(stack.base.get() - WARM_TOP);
+            let end = keep_from.saturating_sub(GUARD_SIZE) & !(GUARD_SIZE - 1);
+            if end > floor {
+                // SAFETY: [floor, end) lies in the held slot below every live byte of its
+                // resident (or the slot has none); dropping those pages is invisible to it.
+                unsafe {
+                    libc::madvise(floor as *mut libc::c_void, end - floor, libc::MADV_DONTNEED)
+                };
+            }
+            self.release(index as u32, requeue);
+            trimmed += 1;
+        }
+    }
+
+    /// Marks slot `index` as used (it may hold pages `trim` can give back).
+    pub(crate) fn mark_used(&self, index: u32) {
+        // Relaxed: see the field.
+        let slot = &self.slots[index as usize];
+        if !slot.dirty.load(Ordering::Relaxed) {
+            slot.dirty.store(true, Ordering::Relaxed);
+        }
     }
 
     /// Forgets the resident of slot `index` after its coroutine completed. The caller must hold

@@ -258,6 +258,7 @@ impl<P: Schedulable> WorkerLocal<P> {
             Acquire::Queued => return,
         }
         self.shared.slots.make_resident(slot, &process);
+        self.shared.slots.mark_used(slot);
         let shared_self = &self.shared.workers[self.index];
         // Relaxed: the watchdog only samples these (see `watchdog.rs`).
         shared_self.label.store(process.label(), Ordering::Relaxed);
@@ -349,6 +350,7 @@ impl<P: Schedulable> WorkerLocal<P> {
     /// Parks the worker until work arrives or its next timer is due (idle protocol, `idle.rs`).
     fn sleep(&self) {
         let shared = &self.shared;
+        shared.give_memory_back(&self.queue);
         shared
             .idle
             .transition_to_sleeping(self.index, self.searching.replace(false));

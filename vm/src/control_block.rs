@@ -4,8 +4,8 @@
 //!
 //! - Immutable after creation: `pid`, `vm`.
 //! - Owner only (the process itself, from its coroutine): the mailbox's private queue, `locals`.
-//! - Any thread: the mailbox's outer queue (under its mutex), the kill state (`kill` under its
-//!   mutex, `killed` atomically), `exiting`, `on_exit` (taken once by the owner).
+//! - Any thread: the mailbox's outer queue (under its mutex); the signal state (kill reason,
+//!   exit hook, links, monitors, name; under `signals`); `killed` and `exiting` atomically.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -34,15 +34,11 @@ pub(crate) struct Process {
     fiber: Fiber,
     pub(crate) mailbox: Mailbox,
     pub(crate) locals: Locals,
-    /// The reason the process must die with, set by the first kill. Under this mutex.
-    kill: Mutex<Option<ExitReason>>,
-    /// `kill` is set. Release on set, Acquire on the check, so the reason is visible.
+    /// The signal state's `kill` is set. Release on set, Acquire on the check.
     killed: AtomicBool,
     /// The process is ending (status `Exiting`). Relaxed: introspection only.
     exiting: AtomicBool,
-    /// Taken once by the owner when it ends.
-    on_exit: Mutex<Option<ExitHook>>,
-    /// Links, monitors, trap_exit, name; see `signal.rs`.
+    /// Kill reason, exit hook, links, monitors, trap_exit, name; see `signal.rs`.
     signals: Mutex<SignalState>,
 }
 
@@ -124,11 +120,12 @@ impl Process {
             fiber,
             mailbox: Mailbox::new(),
             locals: Locals::new(),
-            kill: Mutex::new(None),
             killed: AtomicBool::new(false),
             exiting: AtomicBool::new(false),
-            on_exit: Mutex::new(on_exit),
-            signals: Mutex::new(SignalState::default()),
+            signals: Mutex::new(SignalState {
+                on_exit,
+                ..SignalState::default()
+            }),
         }
     }
 
@@ -159,33 +156,44 @@ impl Process {
     /// Any thread: makes the process end with `reason` at its next VM call (or now, if it is
     /// parked: it is woken). Only the first kill counts. Returns `true` if this kill counted.
     pub(crate) fn kill(self: &Arc<Self>, reason: ExitReason) -> bool {
-        {
-            let mut kill = self.kill.lock().unwrap_or_else(|e| e.into_inner());
-            if kill.is_some() {
-                return false;
-            }
-            *kill = Some(reason);
-            // Release: pairs with the Acquire in `die_if_killed`.
-            self.killed.store(true, Ordering::Release);
+        let mut state = self.lock_signals();
+        self.kill_locked(&mut state, reason)
+    }
+
+    /// [`Process::kill`] for a caller that holds this process's signal lock as `state`.
+    pub(crate) fn kill_locked(
+        self: &Arc<Self>,
+        state: &mut SignalState,
+        reason: ExitReason,
+    ) -> bool {
+        if !self.record_kill(state, reason) {
+            return false;
         }
         self.vm.runtime.wake(self);
+        true
+    }
+
+    /// Records the first kill's reason. Returns `true` if this one counted.
+    fn record_kill(&self, state: &mut SignalState, reason: ExitReason) -> bool {
+        if state.kill.is_some() {
+            return false;
+        }
+        state.kill = Some(reason);
+        // Release: pairs with the Acquire in `die_if_killed`.
+        self.killed.store(true, Ordering::Release);
         true
     }
 
     /// Owner only: records `reason` as the process's own exit reason (`exit/1`), unless a kill
     /// already counted. The caller then unwinds.
     pub(crate) fn kill_self(&self, reason: ExitReason) {
-        let mut kill = self.kill.lock().unwrap_or_else(|e| e.into_inner());
-        if kill.is_none() {
-            *kill = Some(reason);
-            // Release: pairs with the Acquire in `die_if_killed`.
-            self.killed.store(true, Ordering::Release);
-        }
+        let mut state = self.lock_signals();
+        self.record_kill(&mut state, reason);
     }
 
     /// The reason of the kill that counted, if any.
     fn kill_reason(&self) -> Option<ExitReason> {
-        self.kill.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        self.lock_signals().kill.clone()
     }
 
     /// What `process::info` reports as the status.
@@ -222,11 +230,7 @@ impl Process {
         let _ = catch_unwind(AssertUnwindSafe(|| self.locals.drop_all()));
         self.vm.table.remove(self.pid);
         signal::propagate_exit(self, &reason);
-        let hook = self
-            .on_exit
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .take();
+        let hook = self.lock_signals().on_exit.take();
         if let Some(hook) = hook {
             let _ = catch_unwind(AssertUnwindSafe(|| hook(&reason)));
         }
@@ -255,5 +259,15 @@ pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
         message.clone()
     } else {
         "Box<dyn Any>".to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// The control block is most of what a parked process costs (with its saved stack); keep it
+    /// from growing by accident. Raise the bound only with a measurement of W2's bytes/process.
+    #[test]
+    fn control_block_stays_small() {
+        assert!(std::mem::size_of::<super::Process>() <= 360);
     }
 }

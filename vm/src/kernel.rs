@@ -40,18 +40,12 @@ where
         return Err(Error::SystemLimit);
     }
     let entry = Box::new(move || {
-        let process = current("spawn");
         let outcome = catch_unwind(AssertUnwindSafe(|| {
             // Killed before it ever ran (e.g. spawned during shutdown).
-            process.die_if_killed();
+            current("spawn").die_if_killed();
             body();
         }));
-        // The worker holds an `Arc` of us while we run; take our own for `terminate`.
-        if let Some(me) = process.vm.table.get(process.pid) {
-            me.terminate(outcome);
-        } else {
-            unreachable!("runtime: a running process is missing from the process table");
-        }
+        finish(outcome);
     });
     let process = vm.table.insert(|pid| {
         Arc::new(Process::new(
@@ -73,6 +67,15 @@ where
     }
     vm.runtime.spawn(process);
     Ok((pid, monitor))
+}
+
+/// The last step of every process body. Kept out of line: the entry closure's frame stays on
+/// the stack for the process's whole life (and is copied at every eviction), so it must not
+/// carry `terminate`'s locals.
+#[inline(never)]
+fn finish(outcome: std::thread::Result<()>) {
+    let process = current_arc("spawn");
+    process.terminate(outcome);
 }
 
 /// Spawns a process running `f` and returns its pid at once, before the child runs.

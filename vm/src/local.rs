@@ -62,8 +62,12 @@ impl<T: Send + 'static> ProcessLocal<T> {
     }
 }
 
-/// The process-local values of one process. Only that process touches them.
-pub(crate) struct Locals(UnsafeCell<Vec<(usize, *mut (dyn Any + Send))>>);
+/// One process-local value: its key and its boxed value.
+type Entry = (usize, *mut (dyn Any + Send));
+
+/// The process-local values of one process. Only that process touches them. Boxed on first
+/// use: most processes have none and pay one pointer.
+pub(crate) struct Locals(UnsafeCell<Option<Box<Vec<Entry>>>>);
 
 // SAFETY: only the owning process accesses its `Locals` (from its own coroutine, one thread at a
 // time, ordered by the scheduler's handoff); the values are `Send`.
@@ -73,13 +77,13 @@ unsafe impl Sync for Locals {}
 
 impl Locals {
     pub(crate) fn new() -> Locals {
-        Locals(UnsafeCell::new(Vec::new()))
+        Locals(UnsafeCell::new(None))
     }
 
     /// Owner only: the value stored under `key`.
     fn get(&self, key: usize) -> Option<*const u8> {
         // SAFETY: owner only (see the type); no reference into the Vec outlives this call.
-        let entries = unsafe { &*self.0.get() };
+        let entries = unsafe { &*self.0.get() }.as_deref()?;
         entries
             .iter()
             .find(|(k, _)| *k == key)
@@ -91,7 +95,11 @@ impl Locals {
         let raw = Box::into_raw(value);
         // SAFETY: owner only; no reference into the Vec is alive (values are reached through
         // their own raw pointers, which moving the Vec does not invalidate).
-        unsafe { (*self.0.get()).push((key, raw)) };
+        unsafe {
+            (*self.0.get())
+                .get_or_insert_with(Box::default)
+                .push((key, raw))
+        };
         raw as *const u8
     }
 
@@ -100,7 +108,7 @@ impl Locals {
         loop {
             // SAFETY: owner only; the entry is removed before its value is dropped, so a Drop
             // that uses another process-local sees a consistent Vec.
-            let entry = unsafe { (*self.0.get()).pop() };
+            let entry = unsafe { (*self.0.get()).as_mut().and_then(|entries| entries.pop()) };
             let Some((_, raw)) = entry else { break };
             // SAFETY: `raw` came from `Box::into_raw` in `insert` and is dropped exactly once.
             drop(unsafe { Box::from_raw(raw) });
@@ -110,7 +118,13 @@ impl Locals {
 
 impl Drop for Locals {
     fn drop(&mut self) {
-        for (_, raw) in self.0.get_mut().drain(..) {
+        for (_, raw) in self
+            .0
+            .get_mut()
+            .take()
+            .into_iter()
+            .flat_map(|entries| *entries)
+        {
             // SAFETY: as in `drop_all`; values not dropped by the process are dropped here.
             drop(unsafe { Box::from_raw(raw) });
         }

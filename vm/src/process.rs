@@ -92,11 +92,17 @@ pub(crate) fn info_of(target: &Process) -> ProcessInfo {
         message_queue_len: target.mailbox.len(),
         reductions: target.fiber().reductions(),
         memory: target.memory(),
-        links: state.links.clone(),
-        monitors: state.monitors.iter().map(|&(_, pid)| pid).collect(),
-        monitored_by: state.monitored_by.iter().map(|&(_, pid)| pid).collect(),
+        links: state.links().to_vec(),
+        monitors: state
+            .relations()
+            .map(|r| r.monitors.iter().map(|&(_, pid)| pid).collect())
+            .unwrap_or_default(),
+        monitored_by: state
+            .relations()
+            .map(|r| r.monitored_by.iter().map(|&(_, pid)| pid).collect())
+            .unwrap_or_default(),
         trap_exit: state.trap_exit,
-        registered_name: state.registered_name.clone(),
+        registered_name: state.relations().and_then(|r| r.registered_name.clone()),
     }
 }
 
@@ -112,9 +118,9 @@ pub fn exit(pid: Pid, reason: ExitReason) {
     let me = current_arc("process::exit");
     me.checkpoint(CALL_COST);
     if let Some(target) = me.vm.table.get(pid) {
-        let state = target.lock_signals();
+        let mut state = target.lock_signals();
         if !state.dead {
-            signal::deliver_exit(&target, &state, me.pid, reason, ExitKind::Explicit);
+            signal::deliver_exit(&target, &mut state, me.pid, reason, ExitKind::Explicit);
         }
     }
     // An exit signal to oneself takes effect at once.
@@ -216,8 +222,9 @@ pub fn unregister(name: &str) {
     if let Some(pid) = me.vm.registry.unregister(name) {
         if let Some(process) = me.vm.table.get(pid) {
             let mut state = process.lock_signals();
-            if state.registered_name.as_deref() == Some(name) {
-                state.registered_name = None;
+            let relations = state.relations_mut();
+            if relations.registered_name.as_deref() == Some(name) {
+                relations.registered_name = None;
             }
         }
     }

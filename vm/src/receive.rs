@@ -16,6 +16,10 @@ use crate::mailbox::Message;
 const SCAN_STEPS_PER_REDUCTION: usize = 16;
 
 /// The shared receive loop. `timeout`: `None` waits forever; `Some(Duration::ZERO)` polls once.
+///
+/// Not inlined and not generic over the message type, so that a parked process's stack holds
+/// one small frame for it (its frames are copied at every eviction).
+#[inline(never)]
 pub(crate) fn select<R>(
     function: &str,
     matcher: &mut dyn FnMut(&(dyn Any + Send)) -> Option<R>,

@@ -22,14 +22,17 @@ impl Registry {
         if state.dead {
             return Err(Error::NoProc);
         }
-        if state.registered_name.is_some() {
+        if state
+            .relations()
+            .is_some_and(|r| r.registered_name.is_some())
+        {
             return Err(Error::AlreadyRegistered);
         }
         if names.contains_key(name) {
             return Err(Error::NameTaken);
         }
         names.insert(name.to_string(), process.pid);
-        state.registered_name = Some(name.to_string());
+        state.relations_mut().registered_name = Some(name.to_string());
         Ok(())
     }
 

@@ -43,24 +43,62 @@
 
 use std::sync::{Arc, MutexGuard};
 
-use crate::control_block::Process;
+use crate::control_block::{ExitHook, Process};
 use crate::envelope::Envelope;
 use crate::exit::{Down, Exit, ExitReason};
 use crate::monitor::MonitorRef;
 use crate::pid::Pid;
 
-/// Links, monitors and exit flags of one process. Under `Process::signals`.
+/// Exit flags, kill state, links, monitors and name of one process. Under `Process::signals`.
+///
+/// Most processes never link, monitor or register, so those live in a box allocated on first
+/// use: a parked process costs a pointer for them, not five collections.
 #[derive(Default)]
 pub(crate) struct SignalState {
     /// The process has ended (set once, in `terminate`).
     pub(crate) dead: bool,
     pub(crate) trap_exit: bool,
+    /// The reason of the first kill (exit signal, `exit/1`, shutdown); it is the exit reason.
+    pub(crate) kill: Option<ExitReason>,
+    /// Called with the exit reason when the process ends (`Vm::run`'s root).
+    pub(crate) on_exit: Option<ExitHook>,
+    pub(crate) relations: Option<Box<Relations>>,
+}
+
+/// The links, monitors and name of a process that has any.
+#[derive(Default)]
+pub(crate) struct Relations {
     pub(crate) links: Vec<Pid>,
     /// Monitors this process holds: (reference, monitored process).
     pub(crate) monitors: Vec<(MonitorRef, Pid)>,
     /// Monitors on this process: (reference, monitoring process).
     pub(crate) monitored_by: Vec<(MonitorRef, Pid)>,
     pub(crate) registered_name: Option<String>,
+}
+
+impl SignalState {
+    /// The process's relations, if it has any.
+    pub(crate) fn relations(&self) -> Option<&Relations> {
+        self.relations.as_deref()
+    }
+
+    /// The process's relations, created on first use.
+    pub(crate) fn relations_mut(&mut self) -> &mut Relations {
+        self.relations.get_or_insert_with(Box::default)
+    }
+
+    /// Takes all relations away (the process is ending).
+    pub(crate) fn take_relations(&mut self) -> Relations {
+        self.relations
+            .take()
+            .map(|relations| *relations)
+            .unwrap_or_default()
+    }
+
+    /// Links, if any.
+    pub(crate) fn links(&self) -> &[Pid] {
+        self.relations().map_or(&[], |relations| &relations.links)
+    }
 }
 
 /// Where an exit signal comes from: a link (the sender ended) or `process::exit(pid, reason)`.
@@ -89,22 +127,22 @@ fn lock_pair<'a>(
 /// Delivers an exit signal to `target`, whose signal lock the caller holds as `state`.
 pub(crate) fn deliver_exit(
     target: &Arc<Process>,
-    state: &SignalState,
+    state: &mut SignalState,
     from: Pid,
     reason: ExitReason,
     kind: ExitKind,
 ) {
     if kind == ExitKind::Explicit && reason == ExitReason::Kill {
-        target.kill(ExitReason::Killed);
+        target.kill_locked(state, ExitReason::Killed);
     } else if state.trap_exit {
         target.mailbox.push(Envelope::new(Exit { from, reason }));
         target.vm.runtime.wake(target);
     } else if reason == ExitReason::Normal {
         if kind == ExitKind::Explicit && from == target.pid {
-            target.kill(ExitReason::Normal);
+            target.kill_locked(state, ExitReason::Normal);
         }
     } else {
-        target.kill(reason);
+        target.kill_locked(state, reason);
     }
 }
 
@@ -117,19 +155,19 @@ pub(crate) fn link(me: &Arc<Process>, other: &Arc<Process>) {
     let (mut mine, mut theirs) = lock_pair(me, other);
     if theirs.dead {
         drop(theirs);
-        deliver_exit(me, &mine, other.pid, ExitReason::NoProc, ExitKind::Link);
+        deliver_exit(me, &mut mine, other.pid, ExitReason::NoProc, ExitKind::Link);
         return;
     }
-    if !mine.links.contains(&other.pid) {
-        mine.links.push(other.pid);
-        theirs.links.push(me.pid);
+    if !mine.links().contains(&other.pid) {
+        mine.relations_mut().links.push(other.pid);
+        theirs.relations_mut().links.push(me.pid);
     }
 }
 
 /// `me` links to a pid that is not in the process table (already dead).
 pub(crate) fn link_to_dead(me: &Arc<Process>, dead: Pid) {
-    let state = me.lock_signals();
-    deliver_exit(me, &state, dead, ExitReason::NoProc, ExitKind::Link);
+    let mut state = me.lock_signals();
+    deliver_exit(me, &mut state, dead, ExitReason::NoProc, ExitKind::Link);
 }
 
 /// Removes the link between `me` and `other`, and any `Exit` from `other` already queued for
@@ -138,10 +176,14 @@ pub(crate) fn unlink(me: &Arc<Process>, other: Option<&Arc<Process>>, other_pid:
     match other {
         Some(other) if other.pid != me.pid => {
             let (mut mine, mut theirs) = lock_pair(me, other);
-            mine.links.retain(|&pid| pid != other_pid);
-            theirs.links.retain(|&pid| pid != me.pid);
+            mine.relations_mut().links.retain(|&pid| pid != other_pid);
+            theirs.relations_mut().links.retain(|&pid| pid != me.pid);
         }
-        _ => me.lock_signals().links.retain(|&pid| pid != other_pid),
+        _ => me
+            .lock_signals()
+            .relations_mut()
+            .links
+            .retain(|&pid| pid != other_pid),
     }
     me.mailbox.remove_all(
         |message| matches!(message.downcast_ref::<Exit>(), Some(exit) if exit.from == other_pid),
@@ -165,8 +207,11 @@ pub(crate) fn monitor(
             if theirs.dead {
                 true
             } else {
-                mine.monitors.push((reference, target_pid));
-                theirs.monitored_by.push((reference, me.pid));
+                mine.relations_mut().monitors.push((reference, target_pid));
+                theirs
+                    .relations_mut()
+                    .monitored_by
+                    .push((reference, me.pid));
                 false
             }
         }
@@ -186,13 +231,15 @@ pub(crate) fn monitor(
 pub(crate) fn demonitor(me: &Arc<Process>, reference: MonitorRef) {
     let target_pid = {
         let mut mine = me.lock_signals();
-        let at = mine.monitors.iter().position(|(r, _)| *r == reference);
-        at.map(|at| mine.monitors.swap_remove(at).1)
+        let monitors = &mut mine.relations_mut().monitors;
+        let at = monitors.iter().position(|(r, _)| *r == reference);
+        at.map(|at| monitors.swap_remove(at).1)
     };
     if let Some(target_pid) = target_pid {
         if let Some(target) = me.vm.table.get(target_pid) {
             target
                 .lock_signals()
+                .relations_mut()
                 .monitored_by
                 .retain(|(r, _)| *r != reference);
         }
@@ -205,15 +252,15 @@ pub(crate) fn demonitor(me: &Arc<Process>, reference: MonitorRef) {
 /// The ending process's last signals: every link and monitor fires once with `reason`.
 /// `me` has already left the process table.
 pub(crate) fn propagate_exit(me: &Arc<Process>, reason: &ExitReason) {
-    let (links, monitors, monitored_by, name) = {
+    let Relations {
+        links,
+        monitors,
+        monitored_by,
+        registered_name: name,
+    } = {
         let mut state = me.lock_signals();
         state.dead = true;
-        (
-            std::mem::take(&mut state.links),
-            std::mem::take(&mut state.monitors),
-            std::mem::take(&mut state.monitored_by),
-            state.registered_name.take(),
-        )
+        state.take_relations()
     };
     if let Some(name) = name {
         me.vm.registry.remove_if(&name, me.pid);
@@ -223,6 +270,7 @@ pub(crate) fn propagate_exit(me: &Arc<Process>, reason: &ExitReason) {
         if let Some(target) = vm.table.get(target_pid) {
             target
                 .lock_signals()
+                .relations_mut()
                 .monitored_by
                 .retain(|(r, _)| *r != reference);
         }
@@ -232,21 +280,24 @@ pub(crate) fn propagate_exit(me: &Arc<Process>, reason: &ExitReason) {
             continue;
         };
         let mut state = linked.lock_signals();
-        let Some(at) = state.links.iter().position(|&pid| pid == me.pid) else {
+        let Some(at) = state.links().iter().position(|&pid| pid == me.pid) else {
             continue;
         };
-        state.links.swap_remove(at);
-        deliver_exit(&linked, &state, me.pid, reason.clone(), ExitKind::Link);
+        state.relations_mut().links.swap_remove(at);
+        deliver_exit(&linked, &mut state, me.pid, reason.clone(), ExitKind::Link);
     }
     for (reference, watcher_pid) in monitored_by {
         let Some(watcher) = vm.table.get(watcher_pid) else {
             continue;
         };
         let mut state = watcher.lock_signals();
-        let Some(at) = state.monitors.iter().position(|(r, _)| *r == reference) else {
+        let Some(relations) = state.relations.as_mut() else {
             continue;
         };
-        state.monitors.swap_remove(at);
+        let Some(at) = relations.monitors.iter().position(|(r, _)| *r == reference) else {
+            continue;
+        };
+        relations.monitors.swap_remove(at);
         watcher.mailbox.push(Envelope::new(Down {
             monitor: reference,
             pid: me.pid,

@@ -211,9 +211,15 @@ impl<T: Send + 'static> Task<T> {
         let task = me.vm.table.get(self.pid);
         signal::unlink(&me, task.as_ref(), self.pid);
         if let Some(task) = &task {
-            let state = task.lock_signals();
+            let mut state = task.lock_signals();
             if !state.dead {
-                signal::deliver_exit(task, &state, me.pid, ExitReason::Kill, ExitKind::Explicit);
+                signal::deliver_exit(
+                    task,
+                    &mut state,
+                    me.pid,
+                    ExitReason::Kill,
+                    ExitKind::Explicit,
+                );
             }
         }
         // Wait for the end (the monitor's `Down`), taking a reply that came first.
