@@ -24,6 +24,7 @@ use corosensei::trap::CoroutineTrapHandler;
 use corosensei::{Coroutine, CoroutineResult, Yielder};
 
 use crate::arch;
+use crate::entry::Entry;
 use crate::slot::{self, SlotStack};
 
 /// Reductions in one time slice: after spending them a process yields at its next VM call.
@@ -57,7 +58,7 @@ pub(crate) enum RunOutcome {
 }
 
 pub(crate) type FiberYielder = Yielder<(), Suspend>;
-type FiberCoroutine = Coroutine<(), Suspend, (), SlotStack>;
+pub(crate) type FiberCoroutine = Coroutine<(), Suspend, (), SlotStack>;
 
 /// The only function that ever suspends a coroutine.
 ///
@@ -192,14 +193,29 @@ impl State {
     }
 }
 
+/// A fiber's body: waiting for its first run, running on its coroutine, or finished.
+enum Body {
+    /// Not started; the coroutine is created at the first run, when a home slot is resident.
+    Waiting(Entry),
+    Started(FiberCoroutine),
+    Finished,
+}
+
+impl Body {
+    fn coroutine(&self) -> Option<&FiberCoroutine> {
+        match self {
+            Body::Started(coroutine) => Some(coroutine),
+            _ => None,
+        }
+    }
+}
+
 /// The part of a fiber that one thread at a time owns: the worker running it, or the holder of
 /// its home slot while it is suspended (see the slot invariants), or the worker that popped it
 /// before its first run.
 struct Core {
     /// The body, until the coroutine is created at the first run.
-    entry: Option<Box<dyn FnOnce() + Send>>,
-    /// Created lazily at the first run, when a home slot is known and resident.
-    coroutine: Option<FiberCoroutine>,
+    body: Body,
     /// The coroutine's yielder; lives at a fixed place near the slot's base.
     yielder: *const FiberYielder,
     /// Stack pointer recorded by `suspend` at the last suspension.
@@ -247,8 +263,9 @@ unsafe impl Send for Fiber {}
 unsafe impl Sync for Fiber {}
 
 impl Fiber {
-    /// A fiber that will run `entry` on its own coroutine when first scheduled.
-    pub fn new(entry: Box<dyn FnOnce() + Send>) -> Fiber {
+    /// A fiber that will run `body` on its own coroutine when first scheduled.
+    pub fn new<F: FnOnce() + Send + 'static>(body: F) -> Fiber {
+        let entry = Entry::new(body);
         Fiber {
             state: State(AtomicU32::new(SCHEDULED)),
             home: AtomicU32::new(NO_SLOT),
@@ -257,8 +274,7 @@ impl Fiber {
             stack_bytes: AtomicUsize::new(0),
             overflowed: AtomicBool::new(false),
             core: UnsafeCell::new(Core {
-                entry: Some(entry),
-                coroutine: None,
+                body: Body::Waiting(entry),
                 yielder: std::ptr::null(),
                 suspend_stack_pointer: Cell::new(0),
                 saved: Vec::new(),
@@ -296,7 +312,7 @@ impl Fiber {
     ) -> Option<CoroutineTrapHandler<()>> {
         // SAFETY: the caller runs this fiber, so it owns the core.
         let core = unsafe { &*self.core.get() };
-        let trap = core.coroutine.as_ref()?.trap_handler();
+        let trap = core.body.coroutine()?.trap_handler();
         // The slot's lowest address is this coroutine's stack limit only if it is its slot.
         trap.stack_ptr_in_bounds(slot_start).then_some(trap)
     }
@@ -359,7 +375,7 @@ impl Fiber {
     pub(crate) unsafe fn evict(&self, base: usize, live_offset: usize) {
         // SAFETY: the slot holder owns the core of a suspended resident (slot invariant 1).
         let core = unsafe { &mut *self.core.get() };
-        if core.coroutine.is_none() {
+        if core.body.coroutine().is_none() {
             return;
         }
         let low = core.suspend_stack_pointer.get() - live_offset;
@@ -381,7 +397,7 @@ impl Fiber {
     pub(crate) unsafe fn live_low(&self, live_offset: usize) -> Option<usize> {
         // SAFETY: the slot holder owns the core of a suspended resident.
         let core = unsafe { &*self.core.get() };
-        core.coroutine.as_ref()?;
+        core.body.coroutine()?;
         Some(core.suspend_stack_pointer.get() - live_offset)
     }
 
@@ -424,23 +440,21 @@ impl Fiber {
         // SAFETY: the running worker owns the core (see `Core`).
         let core = unsafe { &mut *self.core.get() };
         core.budget = slice;
-        if core.coroutine.is_none() {
-            let entry = core
-                .entry
-                .take()
-                .expect("runtime: fiber has neither entry nor coroutine");
-            let core_ptr = self.core.get();
+        if let Body::Waiting(_) = core.body {
+            let Body::Waiting(entry) = std::mem::replace(&mut core.body, Body::Finished) else {
+                unreachable!()
+            };
             core.stack_base = corosensei::stack::Stack::base(&stack).get();
-            core.coroutine = Some(Coroutine::with_stack(stack, move |yielder, ()| {
-                // SAFETY: this runs on the coroutine, while the worker that resumed it owns the
-                // core; the fiber outlives its coroutine (it owns it).
-                unsafe { (*core_ptr).yielder = yielder as *const FiberYielder };
-                entry();
-            }));
+            let yielder_out = std::ptr::addr_of_mut!(core.yielder);
+            // SAFETY: the caller made the slot resident; `yielder_out` points into the fiber,
+            // which owns (and so outlives) the coroutine.
+            core.body = Body::Started(unsafe { entry.start(stack, yielder_out) });
         } else {
             drop(stack);
         }
-        let coroutine = core.coroutine.as_mut().expect("coroutine just created");
+        let Body::Started(coroutine) = &mut core.body else {
+            panic!("runtime: resumed a fiber that has finished");
+        };
         let result = coroutine.resume(());
         // SAFETY: the coroutine gave control back; the core is ours again. Re-borrow: the
         // coroutine may have written through its own pointer meanwhile.
@@ -461,7 +475,7 @@ impl Fiber {
                 }
             }
             CoroutineResult::Return(()) => {
-                core.coroutine = None;
+                core.body = Body::Finished;
                 core.saved = Vec::new();
                 self.stack_bytes.store(0, Ordering::Relaxed);
                 self.state.transition_to_done();
@@ -519,7 +533,9 @@ impl Fiber {
 
 impl Drop for Fiber {
     fn drop(&mut self) {
-        if let Some(coroutine) = self.core.get_mut().coroutine.take() {
+        if let Body::Started(coroutine) =
+            std::mem::replace(&mut self.core.get_mut().body, Body::Finished)
+        {
             if coroutine.started() && !coroutine.done() {
                 // A suspended coroutine can only be unwound while resident (slot invariant 3);
                 // a fiber dropped while still suspended (its runtime was torn down around it)

@@ -90,6 +90,7 @@
 mod arch;
 mod blocking;
 mod context;
+mod entry;
 mod fiber;
 mod idle;
 mod overflow;

@@ -98,7 +98,7 @@ const WARM_TOP: usize = 16 * 1024;
 
 /// Bytes copied below the calibrated lowest live word, in case a future corosensei pushes one
 /// more register. Guessed; it costs ~1 ns per copy.
-const COPY_MARGIN: usize = 32;
+const COPY_MARGIN: usize = 16;
 
 /// Slot states (`Slot::busy`).
 ///

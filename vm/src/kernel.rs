@@ -39,14 +39,14 @@ where
     if !vm.table.reserve() {
         return Err(Error::SystemLimit);
     }
-    let entry = Box::new(move || {
+    let entry = move || {
         let outcome = catch_unwind(AssertUnwindSafe(|| {
             // Killed before it ever ran (e.g. spawned during shutdown).
             current("spawn").die_if_killed();
             body();
         }));
         finish(outcome);
-    });
+    };
     let process = vm.table.insert(|pid| {
         Arc::new(Process::new(
             pid,

@@ -1,0 +1,161 @@
+//! A process body waiting for its first run: stored inline in the fiber when small.
+//!
+//! # Problem
+//!
+//! A fiber's coroutine can only be created once its home slot is resident (corosensei writes
+//! the body into the stack at creation), so the body must wait somewhere typed-erased between
+//! the spawn and the first run. A `Box<dyn FnOnce()>` costs an allocation per spawn, and calling
+//! it from inside the coroutine adds a vtable-shim frame to every parked process's stack, which
+//! is copied at every eviction.
+//!
+//! # Solution
+//!
+//! An [`Entry`] keeps a body of up to three words inline (most closures capture a pid or two;
+//! larger ones are boxed) with a `start` function monomorphized for the body's type. `start`
+//! creates the coroutine on the concrete closure type, so the body is called directly.
+//!
+//! # Invariants
+//!
+//! 1. `storage` holds a valid, owned body (inline or as a `Box`'s pointer, per the `start` and
+//!    `drop` functions chosen for its type) until `start` or `drop` consumes it, exactly once.
+
+use std::mem::{align_of, size_of, ManuallyDrop, MaybeUninit};
+
+use corosensei::Coroutine;
+
+use crate::fiber::{FiberCoroutine, FiberYielder};
+use crate::slot::SlotStack;
+
+type Storage = MaybeUninit<[usize; 3]>;
+
+/// A type-erased `FnOnce() + Send + 'static` that has not started yet.
+pub(crate) struct Entry {
+    storage: Storage,
+    /// Creates the coroutine that runs the body; stores the coroutine's yielder at the given
+    /// address when it starts.
+    start: unsafe fn(*mut Storage, SlotStack, *mut *const FiberYielder) -> FiberCoroutine,
+    /// Drops a body that never started.
+    drop: unsafe fn(*mut Storage),
+}
+
+// SAFETY: invariant 1; the stored body is `Send`.
+unsafe impl Send for Entry {}
+
+fn fits_inline<F>() -> bool {
+    size_of::<F>() <= size_of::<Storage>() && align_of::<F>() <= align_of::<Storage>()
+}
+
+/// # Safety
+/// `storage` holds an owned body of type `F`, stored as `fits_inline::<F>()` says; it is moved
+/// out and must not be used again.
+unsafe fn take<F: FnOnce() + Send + 'static>(storage: *mut Storage) -> Box<F> {
+    if fits_inline::<F>() {
+        // SAFETY: the caller guarantees an owned inline `F`.
+        Box::new(unsafe { std::ptr::read(storage as *const F) })
+    } else {
+        // SAFETY: the caller guarantees the storage holds a pointer from `Box::into_raw`.
+        unsafe { Box::from_raw(*(storage as *const *mut F)) }
+    }
+}
+
+/// # Safety
+/// As [`take`]; `yielder_out` must stay valid while the coroutine runs.
+unsafe fn start<F: FnOnce() + Send + 'static>(
+    storage: *mut Storage,
+    stack: SlotStack,
+    yielder_out: *mut *const FiberYielder,
+) -> FiberCoroutine {
+    let yielder_out = yielder_out as usize;
+    if fits_inline::<F>() {
+        // SAFETY: the caller guarantees an owned inline `F`, which we move out once.
+        let body = unsafe { std::ptr::read(storage as *const F) };
+        Coroutine::with_stack(stack, move |yielder, ()| {
+            // SAFETY: the caller guarantees the address stays valid while the coroutine runs.
+            unsafe { *(yielder_out as *mut *const FiberYielder) = yielder };
+            body()
+        })
+    } else {
+        // SAFETY: as [`take`].
+        let body = unsafe { take::<F>(storage) };
+        Coroutine::with_stack(stack, move |yielder, ()| {
+            // SAFETY: as above.
+            unsafe { *(yielder_out as *mut *const FiberYielder) = yielder };
+            body()
+        })
+    }
+}
+
+/// # Safety
+/// As [`take`].
+unsafe fn drop_body<F: FnOnce() + Send + 'static>(storage: *mut Storage) {
+    // SAFETY: the caller guarantees an owned body, dropped once.
+    drop(unsafe { take::<F>(storage) });
+}
+
+impl Entry {
+    /// Stores `body` (inline if it fits in three words).
+    pub(crate) fn new<F: FnOnce() + Send + 'static>(body: F) -> Entry {
+        let mut storage = Storage::uninit();
+        if fits_inline::<F>() {
+            // SAFETY: `F` fits the storage's size and alignment.
+            unsafe { (storage.as_mut_ptr() as *mut F).write(body) };
+        } else {
+            let raw = Box::into_raw(Box::new(body));
+            // SAFETY: the storage has room for a pointer.
+            unsafe { (storage.as_mut_ptr() as *mut *mut F).write(raw) };
+        }
+        Entry {
+            storage,
+            start: start::<F>,
+            drop: drop_body::<F>,
+        }
+    }
+
+    /// Creates the coroutine running the body on `stack`.
+    ///
+    /// # Safety
+    ///
+    /// `stack` must be resident for the coroutine (slot invariant 3), and `yielder_out` must
+    /// stay valid while the coroutine runs.
+    pub(crate) unsafe fn start(
+        self,
+        stack: SlotStack,
+        yielder_out: *mut *const FiberYielder,
+    ) -> FiberCoroutine {
+        let mut this = ManuallyDrop::new(self);
+        // SAFETY: invariant 1: the body is consumed here, once; `ManuallyDrop` keeps `Drop`
+        // from consuming it again. The caller guarantees the rest.
+        unsafe { (this.start)(&mut this.storage, stack, yielder_out) }
+    }
+}
+
+impl Drop for Entry {
+    fn drop(&mut self) {
+        // SAFETY: invariant 1: a body that never started is dropped here, once.
+        unsafe { (self.drop)(&mut self.storage) }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+
+    #[test]
+    fn unstarted_bodies_are_dropped_once() {
+        let drops = Arc::new(AtomicUsize::new(0));
+        struct Guard(Arc<AtomicUsize>);
+        impl Drop for Guard {
+            fn drop(&mut self) {
+                self.0.fetch_add(1, Ordering::SeqCst);
+            }
+        }
+        let small = Guard(drops.clone());
+        drop(Entry::new(move || drop(small)));
+        assert_eq!(drops.load(Ordering::SeqCst), 1);
+        let big = (Guard(drops.clone()), [0u64; 8]);
+        drop(Entry::new(move || drop(big)));
+        assert_eq!(drops.load(Ordering::SeqCst), 2);
+    }
+}
