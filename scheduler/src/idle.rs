@@ -63,6 +63,28 @@ impl Idle {
         Some(index)
     }
 
+    /// A worker that ran out of work wants to search (spin) before it sleeps. Returns `true`
+    /// if it may: at most half the workers search at once (tokio's rule), so spinning never
+    /// takes every core from the workers that have work.
+    pub(crate) fn transition_to_searching(&self, workers: usize) -> bool {
+        let mut searching = self.searching.load(Ordering::SeqCst);
+        loop {
+            if 2 * searching >= workers.max(2) {
+                return false;
+            }
+            // SeqCst: see the fields.
+            match self.searching.compare_exchange(
+                searching,
+                searching + 1,
+                Ordering::SeqCst,
+                Ordering::SeqCst,
+            ) {
+                Ok(_) => return true,
+                Err(actual) => searching = actual,
+            }
+        }
+    }
+
     /// A searching worker found work. Returns `true` if it was the last searcher: the caller
     /// **must** then notify another worker, since more work may be waiting.
     pub(crate) fn transition_from_searching(&self) -> bool {

@@ -47,6 +47,12 @@ pub(crate) struct WorkerLocal<P> {
     random: Cell<u64>,
 }
 
+/// How long a worker that ran out of work keeps looking before it parks. Guessed from the
+/// cost of a futex wake-up here (DESIGN.md: several µs, more with the other core busy): long
+/// enough to bridge the gaps of a spawn or message stream, short enough to be invisible in an
+/// idle VM's CPU use.
+const SPIN_FOR_WORK: std::time::Duration = std::time::Duration::from_micros(25);
+
 /// Most free slots a worker keeps to itself; the rest go back to the shared list. Guessed.
 const FREE_SLOT_CACHE: usize = 64;
 
@@ -126,6 +132,9 @@ impl<P: Schedulable> WorkerLocal<P> {
             }
             if self.finished() {
                 break;
+            }
+            if self.spin_for_work() {
+                continue;
             }
             self.sleep();
         }
@@ -345,6 +354,35 @@ impl<P: Schedulable> WorkerLocal<P> {
         std::iter::once(self.index)
             .chain((self.index != 0).then_some(0))
             .chain(stuck)
+    }
+
+    /// Before sleeping, watches the queues for up to [`SPIN_FOR_WORK`] as a searching worker.
+    /// Returns `true` if work appeared (the caller loops back and takes it).
+    ///
+    /// A futex sleep and wake-up costs several microseconds on both sides; under a stream of
+    /// spawns or cross-worker wake-ups the second worker would otherwise sleep and be woken for
+    /// every few processes. While it searches, submitters do not wake anybody (`idle.rs`).
+    fn spin_for_work(&self) -> bool {
+        let shared = &self.shared;
+        if !self.searching.get() {
+            let workers = shared.schedulers;
+            if !shared.idle.transition_to_searching(workers) {
+                return false;
+            }
+            self.searching.set(true);
+        }
+        let start = Instant::now();
+        loop {
+            for _ in 0..64 {
+                if shared.has_visible_work() {
+                    return true;
+                }
+                std::hint::spin_loop();
+            }
+            if start.elapsed() >= SPIN_FOR_WORK || self.finished() {
+                return false;
+            }
+        }
     }
 
     /// Parks the worker until work arrives or its next timer is due (idle protocol, `idle.rs`).
