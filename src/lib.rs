@@ -28,3 +28,8 @@ pub use starling_vm::*;
 
 /// The scheduler crate, for embedders that want its constants and introspection.
 pub use starling_scheduler as scheduler;
+
+/// The README's examples are compiled and run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;
