@@ -449,8 +449,6 @@ impl Fiber {
             // SAFETY: the caller made the slot resident; `yielder_out` points into the fiber,
             // which owns (and so outlives) the coroutine.
             core.body = Body::Started(unsafe { entry.start(stack, yielder_out) });
-        } else {
-            drop(stack);
         }
         let Body::Started(coroutine) = &mut core.body else {
             panic!("runtime: resumed a fiber that has finished");

@@ -552,7 +552,7 @@ impl<P: Schedulable> Runtime<P> {
                 config.schedulers
             )));
         }
-        if config.slot_size % GUARD_SIZE != 0 || config.slot_size < 64 * 1024 {
+        if !config.slot_size.is_multiple_of(GUARD_SIZE) || config.slot_size < 64 * 1024 {
             return Err(StartError::InvalidConfig(format!(
                 "stack_size must be a multiple of 4096 and at least 65536 bytes, got {}",
                 config.slot_size

@@ -181,7 +181,7 @@ impl<P: Schedulable> SlotPool<P> {
                 "starling: page size {page} is not the supported {GUARD_SIZE}"
             )));
         }
-        assert!(slot_size % GUARD_SIZE == 0 && slot_size >= 4 * GUARD_SIZE);
+        assert!(slot_size.is_multiple_of(GUARD_SIZE) && slot_size >= 4 * GUARD_SIZE);
         let region_len = slot_size
             .checked_mul(max_slots)
             .ok_or_else(|| io::Error::other("starling: stack region size overflows"))?;
@@ -458,6 +458,7 @@ impl<P: Schedulable> SlotPool<P> {
             let floor = stack.limit.get() + GUARD_SIZE;
             // SAFETY: we hold the slot, so its resident is suspended and its fields are ours.
             let live_low = match unsafe { &*slot.resident.get() } {
+                // SAFETY: the resident is homed here and suspended while we hold the slot.
                 Some(resident) => unsafe { resident.fiber().live_low(self.live_offset) },
                 None => None,
             };

@@ -42,6 +42,7 @@ pub fn park_until<P: Schedulable>(deadline: Instant) {
     // `current_process`), so the context's worker is that runtime's `WorkerLocal<P>` on this
     // very thread. We copy out what we need before suspending and drop the reference.
     let (shared, index) = {
+        // SAFETY: see above: the context's worker is this runtime's `WorkerLocal<P>`.
         let worker = unsafe { &*(current.worker as *const WorkerLocal<P>) };
         (worker.shared.clone(), worker.index)
     };

@@ -83,7 +83,7 @@ impl<P: Schedulable> WorkerLocal<P> {
         x ^= x >> 7;
         x ^= x << 17;
         self.random.set(x);
-        x % one_in == 0
+        x.is_multiple_of(one_in)
     }
 
     /// The slice a process gets when it is resumed: the full slice, or in the randomized test
@@ -117,7 +117,7 @@ impl<P: Schedulable> WorkerLocal<P> {
             }
             let tick = self.tick.get().wrapping_add(1);
             self.tick.set(tick);
-            if tick % TIMER_INTERVAL == 0 {
+            if tick.is_multiple_of(TIMER_INTERVAL) {
                 self.fire_timers();
             }
             if let Some(process) = self.next_process(tick) {
@@ -178,7 +178,7 @@ impl<P: Schedulable> WorkerLocal<P> {
     /// The next process to run, from (in order) the runnext slot, the local queue, the
     /// injector and the other workers' queues.
     fn next_process(&self, tick: u64) -> Option<Arc<P>> {
-        if tick % INJECTOR_INTERVAL == 0 || self.chance(8) {
+        if tick.is_multiple_of(INJECTOR_INTERVAL) || self.chance(8) {
             if let Some(process) = self.steal_from_injector() {
                 return Some(process);
             }

@@ -67,6 +67,7 @@ type Entry = (usize, *mut (dyn Any + Send));
 
 /// The process-local values of one process. Only that process touches them. Boxed on first
 /// use: most processes have none and pay one pointer.
+#[allow(clippy::box_collection)] // one pointer per process instead of a three-word `Vec`
 pub(crate) struct Locals(UnsafeCell<Option<Box<Vec<Entry>>>>);
 
 // SAFETY: only the owning process accesses its `Locals` (from its own coroutine, one thread at a

@@ -222,18 +222,12 @@ impl<T: Send + 'static> Task<T> {
                 );
             }
         }
-        // Wait for the end (the monitor's `Down`), taking a reply that came first.
-        let mut value = None;
-        loop {
-            match self.wait(function, None) {
-                Some(Outcome::Value(reply)) => {
-                    value = Some(reply);
-                    break;
-                }
-                Some(Outcome::Down(_)) | None => break,
-            }
+        // Wait for the end (the monitor's `Down`), taking a reply that came first (its
+        // monitor is then dropped and a queued `Down` flushed).
+        match self.wait(function, None) {
+            Some(Outcome::Value(reply)) => Some(reply),
+            Some(Outcome::Down(_)) | None => None,
         }
-        value
     }
 }
 
