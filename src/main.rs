@@ -1,2 +1,7 @@
-//! Placeholder until the `starling` program lands; replaced by src/cli.
-fn main() {}
+//! The `starling` program: runs the reference workloads on Starling and on OS threads and reports.
+
+mod cli;
+
+fn main() -> std::process::ExitCode {
+    cli::main()
+}

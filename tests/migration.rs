@@ -120,9 +120,9 @@ on_schedulers! {
                  (work stealing does not move processes that have run)",
                 vm.schedulers()
             );
-        } else {
-            assert_eq!(migrated, 0, "one scheduler means one worker thread");
         }
+        // No claim for one scheduler: a worker stuck in one process may hand its run queue to a
+        // spare OS thread (DESIGN.md, "Scheduling"), so even there a process may change threads.
     }
 
     // The same through blocking receives: a ring of processes passes several tokens around

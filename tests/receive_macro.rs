@@ -303,7 +303,7 @@ on_schedulers! {
             loop {
                 receive! {
                     n: u32 if *n >= 100 => {
-                        skipped += n / n;
+                        skipped += u32::from(n >= 100);
                         continue;
                     },
                     n: u32 => sum += n,
@@ -313,6 +313,7 @@ on_schedulers! {
             assert_eq!((sum, skipped), (10, 1));
             // `break` with a value from a `loop`.
             send(me, 41u32);
+            #[allow(clippy::never_loop)] // the point: `break` inside the body leaves this loop
             let v = loop {
                 receive! { n: u32 => break n + 1, }
             };

@@ -8,7 +8,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::{run, with_timeout, Transcript};
-use starling::{process, receive, self_pid, send, spawn, task, Task, Vm};
+use starling::{process, receive, self_pid, send, spawn, Vm};
 
 /// The tutorial's atoms.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -165,82 +165,88 @@ fn spawn_send_and_receive_with_after() {
     });
 }
 
-// Seed: "The Task module" — `task = Task.async(fn -> 1 + 3 end)` then `Task.await(task)`.
-#[test]
-fn task_async_then_await() {
-    with_timeout(common::TEST_TIMEOUT, "Task.async/await", || {
-        let vm = seed_vm();
-        let result = run(&vm, || Task::spawn(|| 1 + 3).join());
-        assert_eq!(result, Ok(4));
-    });
-}
+// The Task seeds (Task.async / Task.await / Task.await_many).
+mod task_seed {
+    use super::*;
+    use starling::{task, Task};
 
-// Seed: "Let's spawn off an async Task per password guess" — 1..1000 mapped to guesses, the
-// password appended last (the worst case), one Task.async per guess, Task.await_many, then
-// Enum.find the {:ok, password}. All wrong guesses sleep at once, so it takes ~3 s in total.
-#[test]
-fn task_per_guess_cracks_the_password_in_about_three_seconds() {
-    with_timeout(common::TEST_TIMEOUT, "Task per password guess", || {
-        let vm = seed_vm();
-        let out = Transcript::new();
-        let puts = out.clone();
-        let started = Instant::now();
-        let (count, found) = run(&vm, move || {
-            let guesses: Vec<String> = (1..=1000)
-                .map(|n: i32| n.to_string())
-                .chain([PasswordSystem::PASSWORD.to_string()])
-                .collect();
-            let count = guesses.len();
-            puts.puts(format!("password guesses count: {count}"));
-
-            let tasks: Vec<Task<Result<String, String>>> = guesses
-                .into_iter()
-                .map(|guess| {
-                    Task::spawn(move || match PasswordSystem::check(&guess) {
-                        Ok(Atom::AccessGranted) => Ok(guess),
-                        _ => Err(guess),
-                    })
-                })
-                .collect();
-
-            let results = task::join_all(tasks);
-            assert_eq!(
-                results.len(),
-                count,
-                "await_many returns one result per task"
-            );
-            let found = results.into_iter().find_map(|result| match result {
-                Ok(Ok(password)) => Some(password),
-                Ok(Err(_wrong_guess)) => None,
-                Err(task_error) => panic!("a guessing task failed: {task_error:?}"),
-            });
-            match &found {
-                Some(password) => puts.puts(format!(
-                    "We're in 😎 the password is: {}",
-                    inspect(password)
-                )),
-                None => puts.puts("Our hack failed noooooo!"),
-            }
-            (count, found)
+    // Seed: "The Task module" — `task = Task.async(fn -> 1 + 3 end)` then `Task.await(task)`.
+    #[test]
+    fn task_async_then_await() {
+        with_timeout(common::TEST_TIMEOUT, "Task.async/await", || {
+            let vm = seed_vm();
+            let result = run(&vm, || Task::spawn(|| 1 + 3).join());
+            assert_eq!(result, Ok(4));
         });
-        let elapsed = started.elapsed();
+    }
 
-        assert_eq!(count, 1001);
-        assert_eq!(found.as_deref(), Some(PasswordSystem::PASSWORD));
-        assert_eq!(
-            out.lines(),
-            vec![
-                "password guesses count: 1001".to_string(),
-                "We're in 😎 the password is: \"my voice is my passport\"".to_string(),
-            ]
-        );
-        assert!(
-            elapsed >= Duration::from_secs(3),
-            "the wrong guesses cannot answer before 3 s: {elapsed:?}"
-        );
-        assert!(
-            elapsed < Duration::from_secs(20),
-            "1,000 concurrent 3 s guesses took {elapsed:?}: were they run one after another?"
-        );
-    });
+    // Seed: "Let's spawn off an async Task per password guess" — 1..1000 mapped to guesses, the
+    // password appended last (the worst case), one Task.async per guess, Task.await_many, then
+    // Enum.find the {:ok, password}. All wrong guesses sleep at once, so it takes ~3 s in total.
+    #[test]
+    fn task_per_guess_cracks_the_password_in_about_three_seconds() {
+        with_timeout(common::TEST_TIMEOUT, "Task per password guess", || {
+            let vm = seed_vm();
+            let out = Transcript::new();
+            let puts = out.clone();
+            let started = Instant::now();
+            let (count, found) = run(&vm, move || {
+                let guesses: Vec<String> = (1..=1000)
+                    .map(|n: i32| n.to_string())
+                    .chain([PasswordSystem::PASSWORD.to_string()])
+                    .collect();
+                let count = guesses.len();
+                puts.puts(format!("password guesses count: {count}"));
+
+                let tasks: Vec<Task<Result<String, String>>> = guesses
+                    .into_iter()
+                    .map(|guess| {
+                        Task::spawn(move || match PasswordSystem::check(&guess) {
+                            Ok(Atom::AccessGranted) => Ok(guess),
+                            _ => Err(guess),
+                        })
+                    })
+                    .collect();
+
+                let results = task::join_all(tasks);
+                assert_eq!(
+                    results.len(),
+                    count,
+                    "await_many returns one result per task"
+                );
+                let found = results.into_iter().find_map(|result| match result {
+                    Ok(Ok(password)) => Some(password),
+                    Ok(Err(_wrong_guess)) => None,
+                    Err(task_error) => panic!("a guessing task failed: {task_error:?}"),
+                });
+                match &found {
+                    Some(password) => puts.puts(format!(
+                        "We're in 😎 the password is: {}",
+                        inspect(password)
+                    )),
+                    None => puts.puts("Our hack failed noooooo!"),
+                }
+                (count, found)
+            });
+            let elapsed = started.elapsed();
+
+            assert_eq!(count, 1001);
+            assert_eq!(found.as_deref(), Some(PasswordSystem::PASSWORD));
+            assert_eq!(
+                out.lines(),
+                vec![
+                    "password guesses count: 1001".to_string(),
+                    "We're in 😎 the password is: \"my voice is my passport\"".to_string(),
+                ]
+            );
+            assert!(
+                elapsed >= Duration::from_secs(3),
+                "the wrong guesses cannot answer before 3 s: {elapsed:?}"
+            );
+            assert!(
+                elapsed < Duration::from_secs(20),
+                "1,000 concurrent 3 s guesses took {elapsed:?}: were they run one after another?"
+            );
+        });
+    }
 }

@@ -43,8 +43,27 @@
 //!
 //! # Parking
 //!
-//! An idle worker re-checks every queue after registering as a sleeper and then sleeps on its
-//! parker until woken or until its next timer is due: an idle runtime uses no CPU.
+//! A worker that runs out of work first searches for up to 25 µs (at most half the workers at
+//! once; while one searches, submitters wake nobody), then re-checks every queue after
+//! registering as a sleeper and sleeps on its parker until woken or until its next timer is
+//! due: an idle runtime uses no CPU. Once a second, a worker about to sleep gives memory back:
+//! dead stack pages below parked processes' frames and in unused slots (`madvise`), and freed
+//! heap (`malloc_trim`).
+//!
+//! # Processes that never yield
+//!
+//! A watchdog thread (`watchdog.rs`, Go's sysmon) notices a worker that has been inside one
+//! process for longer than the long-schedule threshold (5 ms by default) and activates a
+//! spare worker thread, which takes over that worker's queue, runnext slot and timers until it
+//! comes back; each event is reported to the owner (the VM logs it with the pid). Work known to
+//! block goes to the blocking pool (`blocking.rs`) instead, while the process parks.
+//!
+//! # Stack overflow
+//!
+//! Every slot keeps a guard page. A fault there on the running process's own slot is turned,
+//! through corosensei's trap support, into the end of that process alone (`overflow.rs`); the
+//! owner is told through [`Schedulable::overflowed`]. Any other guard-page fault aborts with a
+//! message.
 //!
 //! # Timers
 //!
@@ -70,9 +89,12 @@
 //!    unwinds at its next VM call).
 //! 2. [`Runtime::shutdown`] sets the shutdown flag and wakes every worker.
 //! 3. A worker exits its loop once the flag is set and no fiber is live; the last fiber to
-//!    finish wakes everybody.
-//! 4. [`Runtime::join`] joins the threads and drops pending timers (breaking reference cycles
-//!    through processes); dropping the runtime unmaps the stack slots.
+//!    finish wakes everybody. If the only live fibers are stuck in code that never calls the VM
+//!    (the watchdog has flagged their workers), the runtime abandons them: the other workers
+//!    exit and the stuck threads are detached, to exit if their process ever returns.
+//! 4. [`Runtime::join`] joins the threads (the watchdog's and spares' too) and drops pending
+//!    timers (breaking reference cycles through processes); dropping the last reference to the
+//!    shared state unmaps the stack slots.
 //!
 //! # Rejected alternatives
 //!
