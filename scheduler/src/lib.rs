@@ -22,7 +22,7 @@
 //!    spawned from outside the runtime.
 //! 2. A process woken by a process running on a worker goes to that worker's *runnext* slot and
 //!    runs next (Go's `runnext`, tokio's LIFO slot): a ping-pong pair stays on one core and
-//!    never crosses caches. At most [`worker`]'s `MAX_RUNNEXT_STREAK` runs in a row come from
+//!    never crosses caches. At most `worker.rs`'s `MAX_RUNNEXT_STREAK` runs in a row come from
 //!    runnext, so the rest of the queue is not starved.
 //! 3. After making work visible, the submitter wakes one sleeping worker if nobody is searching
 //!    (the protocol is in `idle.rs`).
@@ -130,7 +130,7 @@ pub use context::{current_process, in_process};
 pub use fiber::{Fiber, FiberStatus, REDUCTIONS_PER_SLICE};
 pub use runtime::{
     Config, LongScheduleHook, Runtime, StartError, TimerHandle, DEFAULT_MAX_SLOTS,
-    DEFAULT_SLOT_SIZE,
+    DEFAULT_SLOT_SIZE, DEFAULT_SPARES,
 };
 pub use suspend::{park, park_as, park_until, spend, spend_as, yield_now};
 pub use watchdog::{LongSchedule, DEFAULT_LONG_SCHEDULE};

@@ -31,6 +31,11 @@ const TRIM_INTERVAL: Duration = Duration::from_secs(1);
 /// pass delays the worker's sleep by at most ~1 ms.
 const TRIM_SLOTS: usize = 256;
 
+/// Default number of spare worker threads (see `Config::spares`). Guessed: far more processes
+/// stuck at once than this is a program bug, not a scheduling problem; unused spares cost an
+/// empty queue each, their threads start only when needed.
+pub const DEFAULT_SPARES: usize = 64;
+
 /// Default maximum number of stack slots per runtime. 4,096 slots cost 8,192 kernel mappings
 /// (of the default 65,530) when all are enabled, and 1 GiB of address space; DESIGN.md measured
 /// 1 M parked coroutines on 4,096 slots at 304 B each.
@@ -65,6 +70,9 @@ pub struct Config {
     pub long_schedule: Duration,
     /// Called with every long schedule the watchdog sees.
     pub on_long_schedule: Option<LongScheduleHook>,
+    /// Spare worker threads the watchdog may start for stuck workers: this many processes can
+    /// be stuck at once (never calling the VM) without starving the others.
+    pub spares: usize,
 }
 
 impl Default for Config {
@@ -77,6 +85,7 @@ impl Default for Config {
             randomize: None,
             long_schedule: DEFAULT_LONG_SCHEDULE,
             on_long_schedule: None,
+            spares: DEFAULT_SPARES,
         }
     }
 }
@@ -234,6 +243,9 @@ pub(crate) struct WorkerShared<P> {
     pub(crate) stuck: AtomicBool,
     /// When the current stuck run began, for the final report. Under this mutex.
     pub(crate) stuck_since: Mutex<Option<Instant>>,
+    /// The worker's thread runs its loop: always for schedulers, while activated for spares.
+    /// Relaxed: a hint that lets thieves skip dormant spares, whose queues are empty.
+    pub(crate) active: AtomicBool,
 }
 
 /// State shared by all workers of one runtime (and by processes, through their context).
@@ -315,7 +327,15 @@ impl<P: Schedulable> Shared<P> {
 
     /// Returns `true` if any queue holds work another worker could take.
     pub(crate) fn has_visible_work(&self) -> bool {
-        !self.injector.is_empty() || self.stealers.iter().any(|stealer| !stealer.is_empty())
+        !self.injector.is_empty()
+            || self
+                .stealers
+                .iter()
+                .zip(self.workers.iter())
+                // Relaxed: see `WorkerShared::active`.
+                .any(|(stealer, worker)| {
+                    worker.active.load(Ordering::Relaxed) && !stealer.is_empty()
+                })
     }
 
     /// The worker of this runtime running on the current thread, if any.
@@ -370,6 +390,8 @@ impl<P: Schedulable> Shared<P> {
 impl<P: Schedulable> Shared<P> {
     /// Starts the thread of worker `index` with its queue.
     fn start_worker(self: &Arc<Self>, index: usize, queue: Worker<Arc<P>>) -> std::io::Result<()> {
+        // Relaxed: see the field.
+        self.workers[index].active.store(true, Ordering::Relaxed);
         let worker = WorkerLocal::new(index, self.clone(), queue);
         let handle = std::thread::Builder::new()
             .name(format!("{}-{index}", self.thread_name))
@@ -498,7 +520,11 @@ impl<P: Schedulable> Shared<P> {
                     self.spares_active.fetch_sub(1, Ordering::SeqCst);
                 }
             }
-            None => self.workers[index].parker.unpark(),
+            None => {
+                // Relaxed: see the field.
+                self.workers[index].active.store(true, Ordering::Relaxed);
+                self.workers[index].parker.unpark();
+            }
         }
     }
 
@@ -517,6 +543,8 @@ impl<P: Schedulable> Shared<P> {
             {
                 let mut spares = self.spares.lock().unwrap_or_else(|e| e.into_inner());
                 spares[index - self.schedulers].active = false;
+                // Relaxed: see the field; the spare's queue is emptied right after.
+                self.workers[index].active.store(false, Ordering::Relaxed);
                 return true;
             }
         }
@@ -571,8 +599,13 @@ impl<P: Schedulable> Runtime<P> {
             )));
         }
         let slots = SlotPool::new(config.slot_size, config.max_slots).map_err(StartError::Os)?;
-        // One spare per scheduler: every scheduler can be stuck at once.
-        let total = config.schedulers * 2;
+        if config.spares > 4096 {
+            return Err(StartError::InvalidConfig(format!(
+                "spares must be at most 4096, got {}",
+                config.spares
+            )));
+        }
+        let total = config.schedulers + config.spares;
         let mut queues: Vec<Worker<Arc<P>>> = (0..total).map(|_| Worker::new_fifo()).collect();
         let origin = Instant::now();
         let shared = Arc::new(Shared {
@@ -587,6 +620,7 @@ impl<P: Schedulable> Runtime<P> {
                     label: AtomicU64::new(0),
                     stuck: AtomicBool::new(false),
                     stuck_since: Mutex::new(None),
+                    active: AtomicBool::new(false),
                 })
                 .collect(),
             idle: Idle::new(),

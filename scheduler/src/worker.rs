@@ -231,6 +231,10 @@ impl<P: Schedulable> WorkerLocal<P> {
                     continue;
                 }
                 let worker = &self.shared.workers[victim];
+                // Relaxed: a hint (see `WorkerShared::active`).
+                if !worker.active.load(Ordering::Relaxed) {
+                    continue;
+                }
                 // Relaxed: a hint; the watchdog flags a worker stuck only after milliseconds.
                 if worker.stuck.load(Ordering::Relaxed) {
                     if let Some(process) = worker.runnext.take() {

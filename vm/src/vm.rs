@@ -70,6 +70,7 @@ pub struct Builder {
     randomize_scheduling: Option<u64>,
     long_schedule: Duration,
     blocking_threads: usize,
+    spare_threads: usize,
 }
 
 impl Default for Builder {
@@ -82,6 +83,7 @@ impl Default for Builder {
             crash_reports: true,
             long_schedule: DEFAULT_LONG_SCHEDULE,
             blocking_threads: DEFAULT_BLOCKING_THREADS,
+            spare_threads: starling_scheduler::DEFAULT_SPARES,
             randomize_scheduling: std::env::var("STARLING_RANDOMIZE_SCHEDULING")
                 .ok()
                 .and_then(|seed| seed.parse().ok()),
@@ -127,6 +129,13 @@ impl Builder {
     /// (default 5 ms; at least 1 ms).
     pub fn long_schedule(mut self, threshold: Duration) -> Self {
         self.long_schedule = threshold;
+        self
+    }
+
+    /// Spare scheduler threads the watchdog may start (default 64): up to this many processes
+    /// can compute without calling the VM at once while every other process keeps running.
+    pub fn spare_threads(mut self, threads: usize) -> Self {
+        self.spare_threads = threads;
         self
     }
 
@@ -188,6 +197,7 @@ impl Builder {
         let long_schedules = Arc::new(LongScheduleLog::default());
         let log = long_schedules.clone();
         config.long_schedule = self.long_schedule;
+        config.spares = self.spare_threads;
         config.on_long_schedule = Some(LongScheduleHook(Arc::new(move |event| {
             log.record(LongSchedule {
                 pid: crate::control_block::pid_of_label(id, event.label),
