@@ -162,6 +162,11 @@ impl State {
     /// Running + notified → Running. Returns `true` if a notification was consumed, so the
     /// caller need not park at all.
     fn take_notification(&self) -> bool {
+        // Relaxed first: without a notification (the common case) no atomic write is needed;
+        // a notification that lands after this load is caught by `transition_to_idle`'s CAS.
+        if self.0.load(Ordering::Relaxed) != RUNNING | NOTIFIED {
+            return false;
+        }
         // Acquire: pairs with the waker's Release, like `transition_to_running`.
         self.0
             .compare_exchange(

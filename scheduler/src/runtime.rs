@@ -155,6 +155,12 @@ impl<P: Schedulable> Timers<P> {
         self.next_millis.store(next, Ordering::Relaxed);
     }
 
+    /// Returns `true` if the wheel holds any timer (a hint, see `next_millis`).
+    pub(crate) fn pending(&self) -> bool {
+        // Relaxed: see the field.
+        self.next_millis.load(Ordering::Relaxed) != u64::MAX
+    }
+
     /// Returns `true` if a timer may be due at `now`.
     pub(crate) fn due(&self, shared: &Shared<P>, now: Instant) -> bool {
         // Relaxed: see the field.
@@ -433,6 +439,11 @@ impl<P: Schedulable> Shared<P> {
         unsafe {
             libc::malloc_trim(0);
         }
+    }
+
+    /// Returns `true` if the watchdog has flagged any worker (a hint).
+    pub(crate) fn any_stuck(&self) -> bool {
+        self.spares_wanted.load(Ordering::Relaxed) > 0
     }
 
     /// Workers flagged stuck.

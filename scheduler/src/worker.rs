@@ -335,6 +335,13 @@ impl<P: Schedulable> WorkerLocal<P> {
     /// Fires this worker's due timers and worker 0's (which also holds every callback timer).
     /// Returns `true` if any fired.
     fn fire_timers(&self) -> bool {
+        // No clock read unless some watched wheel has a timer at all.
+        if self
+            .watched_wheels()
+            .all(|index| !self.shared.workers[index].timers.pending())
+        {
+            return false;
+        }
         let now = Instant::now();
         let mut fired = 0;
         for index in self.watched_wheels() {
@@ -349,7 +356,9 @@ impl<P: Schedulable> WorkerLocal<P> {
     /// The timer wheels this worker fires: its own, worker 0's (callback timers), and those of
     /// stuck workers, which cannot fire their own.
     fn watched_wheels(&self) -> impl Iterator<Item = usize> + '_ {
+        let any_stuck = self.shared.any_stuck();
         let stuck = (0..self.shared.workers.len()).filter(move |&index| {
+            any_stuck &&
             // Relaxed: a hint, see `steal_from_workers`.
             index != self.index
                 && index != 0

@@ -34,7 +34,7 @@ struct MessageType {
     view: unsafe fn(*const Payload) -> *const (dyn Any + Send),
     /// Drops the value in place (or the box).
     drop: unsafe fn(*mut Payload),
-    /// Bytes the value occupies (inline room, or its heap size).
+    /// Bytes the value occupies on the heap (0 inline).
     bytes: usize,
 }
 
@@ -69,11 +69,7 @@ impl<M: Any + Send> Describe for M {
             } else {
                 drop_boxed::<M>
             },
-            bytes: if inline {
-                size_of::<Payload>()
-            } else {
-                size_of::<M>() + size_of::<Payload>()
-            },
+            bytes: if inline { 0 } else { size_of::<M>() },
         }
     };
 }
@@ -151,9 +147,13 @@ impl Envelope {
         }
     }
 
-    /// Approximate bytes this message costs.
-    pub(crate) fn bytes(&self) -> usize {
-        self.kind.bytes + size_of::<&'static MessageType>()
+    /// Heap bytes this message holds outside its envelope (0 when it is inline).
+    pub(crate) fn heap_bytes(&self) -> usize {
+        if self.kind.inline {
+            0
+        } else {
+            self.kind.bytes
+        }
     }
 }
 

@@ -58,8 +58,10 @@ pub(crate) struct Mailbox {
     /// Messages in both queues. Any thread, Relaxed: a counter for introspection, exact once
     /// the sends and receives it counts have returned.
     len: AtomicUsize,
-    /// Approximate bytes of the queued messages. Relaxed, like `len`.
-    bytes: AtomicUsize,
+    /// Heap bytes of the queued messages that are boxed (small messages travel inline in their
+    /// envelope and are counted as `len` envelopes). Relaxed, like `len`; untouched by small
+    /// messages, so the common path pays no extra atomic operation.
+    heap_bytes: AtomicUsize,
 }
 
 /// A receive guard or matcher called the VM (invariant 3).
@@ -72,20 +74,22 @@ impl Mailbox {
             incoming: Mutex::new(VecDeque::new()),
             seen: Seen(RefCell::new(VecDeque::new())),
             len: AtomicUsize::new(0),
-            bytes: AtomicUsize::new(0),
+            heap_bytes: AtomicUsize::new(0),
         }
     }
 
     /// Appends a message (any thread).
     pub(crate) fn push(&self, message: Message) {
-        let bytes = message.bytes();
+        let heap_bytes = message.heap_bytes();
         self.incoming
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .push_back(message);
         // Relaxed: see the fields.
         self.len.fetch_add(1, Ordering::Relaxed);
-        self.bytes.fetch_add(bytes, Ordering::Relaxed);
+        if heap_bytes > 0 {
+            self.heap_bytes.fetch_add(heap_bytes, Ordering::Relaxed);
+        }
     }
 
     /// Messages in the mailbox.
@@ -94,10 +98,10 @@ impl Mailbox {
         self.len.load(Ordering::Relaxed)
     }
 
-    /// Approximate bytes held by queued messages.
+    /// Approximate bytes held by queued messages: their envelopes and boxed contents.
     pub(crate) fn bytes(&self) -> usize {
-        // Relaxed: see the field.
-        self.bytes.load(Ordering::Relaxed)
+        // Relaxed: see the fields.
+        self.len() * std::mem::size_of::<Envelope>() + self.heap_bytes.load(Ordering::Relaxed)
     }
 
     /// Owner only: scans messages from position `*scanned` on, after moving new arrivals into
@@ -123,10 +127,13 @@ impl Mailbox {
         }
         while *scanned < seen.len() {
             if let Some(answer) = matcher(seen[*scanned].as_any()) {
-                let message = seen.remove(*scanned).expect("scanned index in range");
-                // Relaxed: see the fields.
-                self.len.fetch_sub(1, Ordering::Relaxed);
-                self.bytes.fetch_sub(message.bytes(), Ordering::Relaxed);
+                let message = if *scanned == 0 {
+                    seen.pop_front()
+                } else {
+                    seen.remove(*scanned)
+                }
+                .expect("scanned index in range");
+                self.account_removed(1, message.heap_bytes());
                 return Some((answer, message));
             }
             *scanned += 1;
@@ -148,13 +155,20 @@ impl Mailbox {
             let keep = !matches(message.as_any());
             if !keep {
                 removed += 1;
-                removed_bytes += message.bytes();
+                removed_bytes += message.heap_bytes();
             }
             keep
         });
+        self.account_removed(removed, removed_bytes);
+    }
+
+    /// Counts messages taken out of the mailbox.
+    fn account_removed(&self, messages: usize, heap_bytes: usize) {
         // Relaxed: see the fields.
-        self.len.fetch_sub(removed, Ordering::Relaxed);
-        self.bytes.fetch_sub(removed_bytes, Ordering::Relaxed);
+        self.len.fetch_sub(messages, Ordering::Relaxed);
+        if heap_bytes > 0 {
+            self.heap_bytes.fetch_sub(heap_bytes, Ordering::Relaxed);
+        }
     }
 
     /// Owner only (or the last owner of a dead process): drops every message.
@@ -164,7 +178,7 @@ impl Mailbox {
         let seen = std::mem::take(&mut *self.seen.0.try_borrow_mut().expect(REENTRANT));
         // Relaxed: see the fields.
         self.len.store(0, Ordering::Relaxed);
-        self.bytes.store(0, Ordering::Relaxed);
+        self.heap_bytes.store(0, Ordering::Relaxed);
         drop(incoming);
         drop(seen);
     }
