@@ -47,7 +47,10 @@ where
         }));
         finish(outcome);
     };
-    let process = vm.table.insert(|pid| {
+    // Spread concurrent spawners over the free-index shards by where they run.
+    let hint = starling_scheduler::current_process::<Process>()
+        .map_or(0, |process| process.as_ptr() as usize / 64);
+    let process = vm.table.insert(hint, |pid| {
         Arc::new(Process::new(
             pid,
             vm.clone(),

@@ -11,7 +11,7 @@
 //! Entries live in segments allocated on first use, so the table costs memory in proportion to
 //! the most processes alive at once, not to `max`.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use crate::control_block::Process;
@@ -33,9 +33,11 @@ type Entry = Mutex<EntryState>;
 pub(crate) struct ProcessTable {
     /// Segments of entries; segment `s` holds indices `[s * SEGMENT_LEN, (s+1) * SEGMENT_LEN)`.
     segments: Box<[OnceLock<Box<[Entry]>>]>,
-    /// Free indices to reuse (LIFO, for cache locality) and the first never-used index. Under
-    /// this mutex.
-    free: Mutex<FreeList>,
+    /// Free indices to reuse, sharded by index so that spawns and exits on different workers
+    /// rarely meet on a lock. Each shard is LIFO (for cache locality), under its mutex.
+    free: [Mutex<Vec<u32>>; FREE_SHARDS],
+    /// The first never-used index. Any thread, atomically.
+    next_fresh: AtomicU32,
     /// Processes in the table (and reserved slots). Any thread, atomically.
     count: AtomicUsize,
     /// Most processes at once.
@@ -44,20 +46,17 @@ pub(crate) struct ProcessTable {
     vm: u32,
 }
 
-struct FreeList {
-    indices: Vec<u32>,
-    next_fresh: u32,
-}
+/// Shards of the free-index list. Guessed: a power of two well above the worker count, so two
+/// workers seldom pick the same shard.
+const FREE_SHARDS: usize = 16;
 
 impl ProcessTable {
     pub(crate) fn new(vm: u32, max: usize) -> ProcessTable {
         let segment_count = max.div_ceil(SEGMENT_LEN);
         ProcessTable {
             segments: (0..segment_count).map(|_| OnceLock::new()).collect(),
-            free: Mutex::new(FreeList {
-                indices: Vec::new(),
-                next_fresh: 0,
-            }),
+            free: std::array::from_fn(|_| Mutex::new(Vec::new())),
+            next_fresh: AtomicU32::new(0),
             count: AtomicUsize::new(0),
             max,
             vm,
@@ -98,18 +97,16 @@ impl ProcessTable {
     }
 
     /// Allocates a pid for a reserved process; `make` builds the process knowing its pid.
-    pub(crate) fn insert(&self, make: impl FnOnce(Pid) -> Arc<Process>) -> Arc<Process> {
-        let index = {
-            let mut free = self.free.lock().unwrap_or_else(|e| e.into_inner());
-            match free.indices.pop() {
-                Some(index) => index,
-                None => {
-                    let index = free.next_fresh;
-                    free.next_fresh += 1;
-                    index
-                }
-            }
-        };
+    /// `hint` spreads concurrent callers over the free-list shards (any number will do).
+    pub(crate) fn insert(
+        &self,
+        hint: usize,
+        make: impl FnOnce(Pid) -> Arc<Process>,
+    ) -> Arc<Process> {
+        let index = self.take_free(hint).unwrap_or_else(|| {
+            // Relaxed: only uniqueness matters; the entry is published under its own lock.
+            self.next_fresh.fetch_add(1, Ordering::Relaxed)
+        });
         let entry = self.entry_or_create(index);
         let mut state = entry.lock().unwrap_or_else(|e| e.into_inner());
         state.generation += 1;
@@ -160,14 +157,21 @@ impl ProcessTable {
             state.process.take()
         };
         if removed.is_some() {
-            self.free
+            self.free[pid.index as usize % FREE_SHARDS]
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
-                .indices
                 .push(pid.index);
             self.count.fetch_sub(1, Ordering::Relaxed);
         }
         removed
+    }
+
+    /// A free index from the first shard, starting at `hint`, that is neither empty nor busy.
+    fn take_free(&self, hint: usize) -> Option<u32> {
+        (0..FREE_SHARDS).find_map(|offset| {
+            let shard = &self.free[(hint + offset) % FREE_SHARDS];
+            shard.try_lock().ok()?.pop()
+        })
     }
 
     /// Processes in the table.
