@@ -38,6 +38,25 @@ fn measure(how: Wait, requested: Duration) -> Duration {
     started.elapsed()
 }
 
+/// Fails the test with a description of the processes that never finished their waits.
+fn stuck_waiters(received: usize) -> ! {
+    let me = self_pid();
+    let stuck: Vec<String> = process::list()
+        .into_iter()
+        .filter(|pid| *pid != me)
+        .filter_map(|pid| {
+            process::info(pid)
+                .map(|i| format!("{pid} {:?} queue={}", i.status, i.message_queue_len))
+        })
+        .collect();
+    panic!(
+        "after {received} reports, no process reported for 20 s although every wait is at most \
+         50 ms: {} processes are stuck (a lost timer wake-up?): {:?}",
+        stuck.len(),
+        &stuck[..stuck.len().min(10)]
+    );
+}
+
 fn check(how: Wait, requested: Duration, elapsed: Duration) {
     assert!(
         elapsed >= requested,
@@ -82,7 +101,10 @@ on_schedulers! {
                 });
             }
             (0..PROCESSES)
-                .map(|_| starling::receive::<Vec<(Wait, Duration, Duration)>>())
+                .map(|received| {
+                    starling::receive_timeout::<Vec<(Wait, Duration, Duration)>>(Duration::from_secs(20))
+                        .unwrap_or_else(|| stuck_waiters(received))
+                })
                 .collect::<Vec<_>>()
         });
         assert_eq!(results.len(), PROCESSES);
@@ -157,4 +179,41 @@ on_schedulers! {
             }
         });
     }
+
+    // Many processes doing only the shortest waits: each kind on its own, so a lost wake-up
+    // points at the kind of wait that lost it.
+    fn many_processes_with_1ms_receive_timeouts(vm) {
+        many_short_waits(vm, Wait::ReceiveTimeout);
+    }
+
+    fn many_processes_with_1ms_receive_after(vm) {
+        many_short_waits(vm, Wait::ReceiveAfter);
+    }
+
+    fn many_processes_with_1ms_sleeps(vm) {
+        many_short_waits(vm, Wait::Sleep);
+    }
+}
+
+/// 1,000 processes each wait 1 ms five times in the way `how`; each reports its shortest wait.
+fn many_short_waits(vm: &starling::Vm, how: Wait) {
+    const PROCESSES: usize = 1_000;
+    let shortest = run(vm, move || {
+        let root = self_pid();
+        for _ in 0..PROCESSES {
+            spawn(move || {
+                let requested = Duration::from_millis(1);
+                let shortest = (0..5).map(|_| measure(how, requested)).min().unwrap();
+                send(root, shortest);
+            });
+        }
+        (0..PROCESSES)
+            .map(|received| {
+                starling::receive_timeout::<Duration>(Duration::from_secs(20))
+                    .unwrap_or_else(|| stuck_waiters(received))
+            })
+            .min()
+            .unwrap()
+    });
+    check(how, Duration::from_millis(1), shortest);
 }

@@ -223,6 +223,22 @@ impl<P: Schedulable> Timers<P> {
         fired
     }
 
+    /// Moves every pending timer of this wheel into `target`'s (a spare worker retiring: its
+    /// own wheel would no longer be fired by anyone). The moved timers keep their deadlines and
+    /// order; their old keys become stale, so a later `cancel` with them finds nothing and the
+    /// moved wake-up, if it fires, is ignored by its process's wait generation.
+    pub(crate) fn move_into(&self, shared: &Shared<P>, target: &Timers<P>) {
+        let pending = {
+            let mut wheel = self.wheel.lock().unwrap_or_else(|e| e.into_inner());
+            let pending = wheel.drain();
+            self.refresh_hint(shared, &wheel);
+            pending
+        };
+        for (deadline, entry) in pending {
+            target.insert(shared, deadline, entry);
+        }
+    }
+
     fn clear(&self) {
         let mut wheel = self.wheel.lock().unwrap_or_else(|e| e.into_inner());
         let origin = Instant::now();

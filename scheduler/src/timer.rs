@@ -251,6 +251,37 @@ impl<T> TimerWheel<T> {
         Some(self.slab.remove(key.index).value)
     }
 
+    /// Removes every pending timer and returns them in deadline order (ties: insertion order).
+    /// Keys of the removed timers become stale, like after `cancel`.
+    pub(crate) fn drain(&mut self) -> Vec<(Instant, T)> {
+        let keys: Vec<TimerKey> = self
+            .slab
+            .cells
+            .iter()
+            .enumerate()
+            .filter_map(|(index, cell)| match cell {
+                SlabCell::Occupied(entry) => Some(TimerKey {
+                    index: index as u32,
+                    generation: entry.generation,
+                }),
+                SlabCell::Vacant { .. } => None,
+            })
+            .collect();
+        let mut pending: Vec<(Instant, u64, T)> = keys
+            .into_iter()
+            .map(|key| {
+                self.unlink(key.index);
+                let entry = self.slab.remove(key.index);
+                (entry.deadline, entry.sequence, entry.value)
+            })
+            .collect();
+        pending.sort_by_key(|&(deadline, sequence, _)| (deadline, sequence));
+        pending
+            .into_iter()
+            .map(|(deadline, _, value)| (deadline, value))
+            .collect()
+    }
+
     /// The earliest instant at which `poll` could fire something, or `None` if the wheel is empty.
     ///
     /// It may be earlier than the earliest deadline (the start of a slot on a higher level that
@@ -769,6 +800,25 @@ mod tests {
         let mut expected: Vec<(u64, usize)> = deadlines_ms.iter().copied().zip(0..).collect();
         expected.sort();
         assert_eq!(fired, expected);
+    }
+
+    #[test]
+    fn drain_returns_everything_in_order_and_invalidates_keys() {
+        let origin = Instant::now();
+        let mut wheel = TimerWheel::new(origin);
+        let late = wheel.insert(at_ms(origin, 5 * DAY), "late");
+        let early = wheel.insert(at_ms(origin, 3), "early");
+        let tie = wheel.insert(at_ms(origin, 3), "tie");
+        let drained: Vec<_> = wheel.drain().into_iter().map(|(_, value)| value).collect();
+        assert_eq!(drained, ["early", "tie", "late"]);
+        assert!(wheel.is_empty());
+        assert_eq!(wheel.next_deadline(), None);
+        for key in [late, early, tie] {
+            assert_eq!(wheel.cancel(key), None);
+        }
+        let again = wheel.insert(at_ms(origin, 1), "again");
+        assert_eq!(wheel.cancel(early), None);
+        assert_eq!(wheel.cancel(again), Some("again"));
     }
 
     #[test]

@@ -165,7 +165,11 @@ impl<P: Schedulable> WorkerLocal<P> {
         while let Some(process) = self.queue.pop() {
             shared.injector.push(process);
         }
-        shared.notify_one();
+        // Nobody fires a dormant spare's wheel: its timers go to worker 0's, which all watch.
+        shared.workers[self.index]
+            .timers
+            .move_into(shared, &shared.workers[0].timers);
+        shared.wake_all_workers();
         while shared.spare_is_dormant(self.index) && !self.finished() {
             // Acquire: pairs with `Runtime::shutdown`.
             if shared.shutdown.load(Ordering::Acquire) {
