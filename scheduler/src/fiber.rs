@@ -440,7 +440,8 @@ impl Fiber {
     /// The caller holds the fiber's home slot, whose stack is `stack`, the fiber is its
     /// resident (frames restored), and the fiber was just transitioned to Running by this
     /// worker.
-    pub(crate) unsafe fn resume(&self, stack: SlotStack, slice: i32) -> RunOutcome {
+    /// Returns how the run ended and the reductions left of `slice`.
+    pub(crate) unsafe fn resume(&self, stack: SlotStack, slice: i32) -> (RunOutcome, i32) {
         self.state.transition_to_running();
         // SAFETY: the running worker owns the core (see `Core`).
         let core = unsafe { &mut *self.core.get() };
@@ -465,7 +466,8 @@ impl Fiber {
         let spent = (slice - core.budget).max(0) as u64;
         // Relaxed: introspection; only the owner writes.
         self.reductions.fetch_add(spent, Ordering::Relaxed);
-        match result {
+        let left = core.budget;
+        let outcome = match result {
             CoroutineResult::Yield(reason) => {
                 let live = core
                     .stack_base
@@ -484,7 +486,8 @@ impl Fiber {
                 self.state.transition_to_done();
                 RunOutcome::Completed
             }
-        }
+        };
+        (outcome, left)
     }
 
     /// From inside this fiber's own coroutine: suspends it with `reason`.

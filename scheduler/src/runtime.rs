@@ -397,7 +397,15 @@ impl<P: Schedulable> Shared<P> {
     /// Schedules a fiber that has never run.
     fn schedule_new(&self, process: Arc<P>) {
         match self.local_worker() {
-            Some(worker) => worker.queue.push(process),
+            Some(worker) => {
+                // The newest process runs next (Go's `newproc` does the same): a process tree
+                // then unfolds depth-first, so its live set stays small (skynet keeps ~100
+                // processes alive instead of a million), while the displaced, older one goes
+                // to the stealable queue.
+                if let Some(previous) = self.workers[worker.index].runnext.put(process) {
+                    worker.queue.push(previous);
+                }
+            }
             None => self.injector.push(process),
         }
         self.notify_one();

@@ -13,11 +13,6 @@ use crate::runtime::Shared;
 use crate::slot::Acquire;
 use crate::Schedulable;
 
-/// How many processes a worker takes from its runnext slot in a row before it lets its local
-/// queue go first. Taken from tokio (`MAX_LIFO_POLLS_PER_TICK = 3`): keeps a ping-pong pair on
-/// one core without starving the rest of the queue.
-const MAX_RUNNEXT_STREAK: u32 = 3;
-
 /// Every this many ticks the worker looks at the shared injector before its own queue, so that
 /// processes spawned or woken from outside are not starved by a busy local queue. Go and tokio
 /// both use 61 (a prime, so it does not resonate with other periodic behaviour).
@@ -36,7 +31,13 @@ pub(crate) struct WorkerLocal<P> {
     /// The local run queue (FIFO; the other workers steal from its other end).
     pub(crate) queue: Worker<Arc<P>>,
     /// Consecutive runs taken from `runnext`.
-    runnext_streak: Cell<u32>,
+    /// Reductions left of the current time slice. A process taken from runnext inherits them
+    /// (Go's `runnext` inherits the time slice): a chain of wake-ups or spawns shares one slice,
+    /// so it stays on this core and runs depth-first, yet cannot starve the queue; once the
+    /// slice is used up the runnext process goes to the back of the queue.
+    slice_left: Cell<i32>,
+    /// The slice the next run gets.
+    next_slice: Cell<i32>,
     /// Free stack slots this worker hands out first (see `SlotPool::claim_home`).
     pub(crate) free_slots: RefCell<Vec<u32>>,
     /// Loop iterations so far.
@@ -61,7 +62,8 @@ impl<P: Schedulable> WorkerLocal<P> {
         WorkerLocal {
             index,
             queue,
-            runnext_streak: Cell::new(0),
+            slice_left: Cell::new(0),
+            next_slice: Cell::new(crate::fiber::REDUCTIONS_PER_SLICE),
             free_slots: RefCell::new(Vec::new()),
             tick: Cell::new(0),
             searching: Cell::new(false),
@@ -188,13 +190,14 @@ impl<P: Schedulable> WorkerLocal<P> {
             }
         }
         if let Some(process) = self.shared.workers[self.index].runnext.take() {
-            if self.runnext_streak.get() < MAX_RUNNEXT_STREAK {
-                self.runnext_streak.set(self.runnext_streak.get() + 1);
+            let left = self.slice_left.get();
+            if left > 0 {
+                self.next_slice.set(left);
                 return Some(process);
             }
             self.queue.push(process);
         }
-        self.runnext_streak.set(0);
+        self.next_slice.set(self.slice());
         if let Some(process) = self.queue.pop() {
             return Some(process);
         }
@@ -284,7 +287,10 @@ impl<P: Schedulable> WorkerLocal<P> {
         context::set_process(Arc::as_ptr(&process) as *const (), fiber);
         // SAFETY: we hold the fiber's home slot, made it resident just above, and it was
         // Scheduled when we popped it (only one queue ever holds it).
-        let outcome = unsafe { fiber.resume(self.shared.slots.stack(slot), self.slice()) };
+        let (outcome, left) =
+            unsafe { fiber.resume(self.shared.slots.stack(slot), self.next_slice.get()) };
+        self.slice_left.set(left);
+        self.next_slice.set(self.slice());
         context::set_process(std::ptr::null(), std::ptr::null());
         shared_self.runs.store(runs + 2, Ordering::Relaxed);
         if shared_self.stuck.load(Ordering::Relaxed) {
