@@ -265,6 +265,10 @@ pub(crate) struct WorkerShared<P> {
     pub(crate) stuck: AtomicBool,
     /// When the current stuck run began, for the final report. Under this mutex.
     pub(crate) stuck_since: Mutex<Option<Instant>>,
+    /// Fibers spawned by processes on this worker, and fibers that completed on it. Written
+    /// only by this worker's thread (so the cache line stays with its core); summed by `live`.
+    pub(crate) spawned: AtomicU64,
+    pub(crate) finished: AtomicU64,
     /// The worker's thread runs its loop: always for schedulers, while activated for spares.
     /// Relaxed: a hint that lets thieves skip dormant spares, whose queues are empty.
     pub(crate) active: AtomicBool,
@@ -277,9 +281,9 @@ pub(crate) struct Shared<P> {
     pub(crate) workers: Box<[WorkerShared<P>]>,
     pub(crate) idle: Idle,
     pub(crate) slots: SlotPool<P>,
-    /// Fibers spawned and not completed. Any thread; SeqCst so that the last decrement and the
-    /// shutdown flag are seen in one order by the workers deciding to exit.
-    live: AtomicUsize,
+    /// Fibers spawned from outside any worker. With the workers' `spawned` and `finished`
+    /// counts it gives the number of live fibers (see `live`).
+    outside_spawned: AtomicU64,
     /// Set once by `Runtime::shutdown` (Release); workers read it with Acquire.
     pub(crate) shutdown: AtomicBool,
     /// Instant of timer tick 0.
@@ -320,12 +324,25 @@ struct SpareSlot<P> {
 }
 
 impl<P: Schedulable> Shared<P> {
+    /// Fibers spawned and not completed: the sum of per-worker counts, so that spawning and
+    /// finishing on different cores never fight over one cache line. Exact once the counted
+    /// operations have returned; only shutdown decisions and introspection read it.
     pub(crate) fn live(&self) -> usize {
-        self.live.load(Ordering::SeqCst)
+        // SeqCst: pairs with the SeqCst increments, so that a worker deciding to exit sees every
+        // spawn that happened before it checked (shutdown ordering).
+        let mut live = self.outside_spawned.load(Ordering::SeqCst);
+        for worker in self.workers.iter() {
+            live = live.wrapping_add(worker.spawned.load(Ordering::SeqCst));
+            live = live.wrapping_sub(worker.finished.load(Ordering::SeqCst));
+        }
+        live as usize
     }
 
-    pub(crate) fn fiber_finished(&self) {
-        if self.live.fetch_sub(1, Ordering::SeqCst) == 1 && self.shutdown.load(Ordering::Acquire) {
+    /// Worker `index` completed a fiber.
+    pub(crate) fn fiber_finished(&self, index: usize) {
+        self.workers[index].finished.fetch_add(1, Ordering::SeqCst);
+        // Acquire: pairs with the Release in `Runtime::shutdown`.
+        if self.shutdown.load(Ordering::Acquire) && self.live() == 0 {
             self.wake_all_workers();
         }
     }
@@ -656,11 +673,13 @@ impl<P: Schedulable> Runtime<P> {
                     stuck: AtomicBool::new(false),
                     stuck_since: Mutex::new(None),
                     active: AtomicBool::new(false),
+                    spawned: AtomicU64::new(0),
+                    finished: AtomicU64::new(0),
                 })
                 .collect(),
             idle: Idle::new(),
             slots,
-            live: AtomicUsize::new(0),
+            outside_spawned: AtomicU64::new(0),
             shutdown: AtomicBool::new(false),
             origin,
             randomize: config.randomize,
@@ -748,7 +767,12 @@ impl<P: Schedulable> Runtime<P> {
     /// Schedules a new process. From a worker of this runtime it goes to that worker's queue,
     /// from anywhere else to the shared injector.
     pub fn spawn(&self, process: Arc<P>) {
-        self.shared.live.fetch_add(1, Ordering::SeqCst);
+        match self.shared.local_index() {
+            Some(index) => self.shared.workers[index]
+                .spawned
+                .fetch_add(1, Ordering::SeqCst),
+            None => self.shared.outside_spawned.fetch_add(1, Ordering::SeqCst),
+        };
         self.shared.schedule_new(process);
     }
 
