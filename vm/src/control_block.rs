@@ -196,6 +196,14 @@ impl Process {
         self.lock_signals().kill.clone()
     }
 
+    /// Returns `true` until the process is killed or starts to exit (Erlang's
+    /// `is_process_alive`: an exiting process exists but is not alive).
+    pub(crate) fn is_alive(&self) -> bool {
+        // Acquire: pairs with the Release in `record_kill`; Relaxed for `exiting`, a flag set by
+        // the owner before it leaves the table.
+        !self.killed.load(Ordering::Acquire) && !self.exiting.load(Ordering::Relaxed)
+    }
+
     /// What `process::info` reports as the status.
     pub(crate) fn status(&self) -> Status {
         // Relaxed: introspection.

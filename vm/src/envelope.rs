@@ -36,6 +36,8 @@ struct MessageType {
     drop: unsafe fn(*mut Payload),
     /// Bytes the value occupies on the heap (0 inline).
     bytes: usize,
+    /// The message is an `Exit` the VM sent because a link fired (see `new_link_exit`).
+    link_exit: bool,
 }
 
 type Payload = MaybeUninit<[usize; INLINE_WORDS]>;
@@ -69,10 +71,18 @@ impl<M: Any + Send> Describe for M {
             } else {
                 drop_boxed::<M>
             },
+            link_exit: false,
             bytes: if inline { 0 } else { size_of::<M>() },
         }
     };
 }
+
+/// The type table of an `Exit` sent along a link: the same as `Exit`'s but marked, so that
+/// `unlink` can drop exactly the `Exit`s its link queued (and not those `process::exit` sent).
+const LINK_EXIT_KIND: MessageType = MessageType {
+    link_exit: true,
+    ..<crate::exit::Exit as Describe>::KIND
+};
 
 /// # Safety
 /// `payload` holds an inline `M` (invariant 1).
@@ -116,6 +126,18 @@ impl Envelope {
             unsafe { (payload.as_mut_ptr() as *mut *mut M).write(raw) };
         }
         Envelope { payload, kind }
+    }
+
+    /// Wraps an `Exit` the VM sends because a link fired.
+    pub(crate) fn new_link_exit(exit: crate::exit::Exit) -> Envelope {
+        let mut envelope = Envelope::new(exit);
+        envelope.kind = &LINK_EXIT_KIND;
+        envelope
+    }
+
+    /// Returns `true` for an `Exit` made by [`Envelope::new_link_exit`].
+    pub(crate) fn is_link_exit(&self) -> bool {
+        self.kind.link_exit
     }
 
     /// The message, viewed as `dyn Any`.

@@ -24,6 +24,8 @@ pub(crate) struct SpawnOptions<'a> {
     pub(crate) link: Option<&'a Arc<Process>>,
     /// Let this process monitor the new one.
     pub(crate) monitor: Option<&'a Arc<Process>>,
+    /// The monitor's reference, if the caller made one already (else a new one).
+    pub(crate) monitor_reference: Option<MonitorRef>,
 }
 
 /// Creates a process running `body` on `vm` and schedules it. The process is in the table (its
@@ -64,7 +66,10 @@ where
     }
     let monitor = options
         .monitor
-        .map(|watcher| signal::monitor(watcher, Some(&process), pid));
+        .map(|watcher| match options.monitor_reference {
+            Some(reference) => signal::monitor_as(watcher, Some(&process), pid, reference),
+            None => signal::monitor(watcher, Some(&process), pid),
+        });
     if vm.is_shutting_down() {
         process.kill(ExitReason::Killed);
     }

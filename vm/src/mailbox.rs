@@ -143,7 +143,7 @@ impl Mailbox {
 
     /// Owner only: removes every message `matches` accepts (used to flush an `Exit` or `Down`
     /// that `unlink`/`demonitor` made stale).
-    pub(crate) fn remove_all(&self, mut matches: impl FnMut(&(dyn Any + Send)) -> bool) {
+    pub(crate) fn remove_all(&self, mut matches: impl FnMut(&Envelope) -> bool) {
         let mut seen = self.seen.0.try_borrow_mut().expect(REENTRANT);
         {
             let mut incoming = self.incoming.lock().unwrap_or_else(|e| e.into_inner());
@@ -152,7 +152,7 @@ impl Mailbox {
         let mut removed = 0;
         let mut removed_bytes = 0;
         seen.retain(|message| {
-            let keep = !matches(message.as_any());
+            let keep = !matches(message);
             if !keep {
                 removed += 1;
                 removed_bytes += message.heap_bytes();

@@ -37,7 +37,10 @@ pub struct ProcessInfo {
     pub registered_name: Option<String>,
 }
 
-/// Returns `true` if `pid` is a live process of the caller's VM.
+/// Returns `true` if `pid` is a live process of the caller's VM: it exists and is not exiting.
+/// As in Erlang, a process that has been killed (an exit signal that ends it, `exit/1`, a
+/// shutdown) is not alive any more, even while it is still unwinding: so after
+/// `process::exit(pid, Kill)` returns, `alive(pid)` is `false`.
 ///
 /// # Panics
 ///
@@ -45,7 +48,11 @@ pub struct ProcessInfo {
 pub fn alive(pid: Pid) -> bool {
     let process = current("process::alive");
     process.checkpoint(CALL_COST);
-    process.vm.table.contains(pid)
+    process
+        .vm
+        .table
+        .get(pid)
+        .is_some_and(|target| target.is_alive())
 }
 
 /// Every live process of the caller's VM, the caller included.
@@ -59,7 +66,7 @@ pub fn list() -> Vec<Pid> {
     process.vm.table.pids()
 }
 
-/// Information about a live process, or `None` if it is dead.
+/// Information about a live process, or `None` if it is dead or exiting (see [`alive`]).
 ///
 /// # Panics
 ///
@@ -80,7 +87,7 @@ pub fn info(pid: Pid) -> Option<ProcessInfo> {
     let process = current("process::info");
     process.checkpoint(CALL_COST);
     let target = process.vm.table.get(pid)?;
-    Some(info_of(&target))
+    target.is_alive().then(|| info_of(&target))
 }
 
 pub(crate) fn info_of(target: &Process) -> ProcessInfo {

@@ -135,7 +135,11 @@ pub(crate) fn deliver_exit(
     if kind == ExitKind::Explicit && reason == ExitReason::Kill {
         target.kill_locked(state, ExitReason::Killed);
     } else if state.trap_exit {
-        target.mailbox.push(Envelope::new(Exit { from, reason }));
+        let exit = Exit { from, reason };
+        target.mailbox.push(match kind {
+            ExitKind::Link => Envelope::new_link_exit(exit),
+            ExitKind::Explicit => Envelope::new(exit),
+        });
         target.vm.runtime.wake(target);
     } else if reason == ExitReason::Normal {
         if kind == ExitKind::Explicit && from == target.pid {
@@ -185,9 +189,11 @@ pub(crate) fn unlink(me: &Arc<Process>, other: Option<&Arc<Process>>, other_pid:
             .links
             .retain(|&pid| pid != other_pid),
     }
-    me.mailbox.remove_all(
-        |message| matches!(message.downcast_ref::<Exit>(), Some(exit) if exit.from == other_pid),
-    );
+    // Only the `Exit`s this link queued: one that `process::exit` sent stays.
+    me.mailbox.remove_all(|message| {
+        message.is_link_exit()
+            && matches!(message.as_any().downcast_ref::<Exit>(), Some(exit) if exit.from == other_pid)
+    });
 }
 
 /// Starts monitoring `target` from `me`; a dead target gives `Down { NoProc }` at once.
@@ -196,7 +202,16 @@ pub(crate) fn monitor(
     target: Option<&Arc<Process>>,
     target_pid: Pid,
 ) -> MonitorRef {
-    let reference = MonitorRef(me.vm.references.next());
+    monitor_as(me, target, target_pid, MonitorRef(me.vm.references.next()))
+}
+
+/// [`monitor`] with a reference the caller made beforehand (`Task` tags its reply with it).
+pub(crate) fn monitor_as(
+    me: &Arc<Process>,
+    target: Option<&Arc<Process>>,
+    target_pid: Pid,
+    reference: MonitorRef,
+) -> MonitorRef {
     if target_pid == me.pid {
         // Monitoring oneself is allowed and never fires.
         return reference;
@@ -244,9 +259,9 @@ pub(crate) fn demonitor(me: &Arc<Process>, reference: MonitorRef) {
                 .retain(|(r, _)| *r != reference);
         }
     }
-    me.mailbox.remove_all(
-        |message| matches!(message.downcast_ref::<Down>(), Some(down) if down.monitor == reference),
-    );
+    me.mailbox.remove_all(|message| {
+        matches!(message.as_any().downcast_ref::<Down>(), Some(down) if down.monitor == reference)
+    });
 }
 
 /// The ending process's last signals: every link and monitor fires once with `reason`.

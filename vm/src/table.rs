@@ -134,20 +134,6 @@ impl ProcessTable {
         state.process.clone()
     }
 
-    /// Returns `true` if the pid addresses a live process.
-    pub(crate) fn contains(&self, pid: Pid) -> bool {
-        if pid.vm != self.vm {
-            return false;
-        }
-        match self.entry(pid.index) {
-            Some(entry) => {
-                let state = entry.lock().unwrap_or_else(|e| e.into_inner());
-                state.generation == pid.generation && state.process.is_some()
-            }
-            None => false,
-        }
-    }
-
     /// Removes the process with this pid (it is ending).
     pub(crate) fn remove(&self, pid: Pid) -> Option<Arc<Process>> {
         let removed = {

@@ -89,18 +89,17 @@ impl<T: Send + 'static> Task<T> {
         let owner = current_arc("Task::spawn");
         owner.checkpoint(CALL_COST);
         let owner_pid = owner.pid;
-        // The monitor's reference doubles as the reply's tag: unique and known to both sides
-        // once `spawn_in` returns, which happens before the task runs.
-        let tag_cell = std::sync::Arc::new(std::sync::OnceLock::<MonitorRef>::new());
-        let tag_in = tag_cell.clone();
+        // The monitor's reference doubles as the reply's tag: made before the task exists, so
+        // the task knows it from its first instruction.
+        let tag = MonitorRef(owner.vm.references.next());
         let body = move || {
             let value = f();
-            let tag = *tag_in.get().expect("task tag is set before the task runs");
             crate::kernel::send(owner_pid, Reply { tag, value });
         };
         let options = crate::kernel::SpawnOptions {
             link: Some(&owner),
             monitor: Some(&owner),
+            monitor_reference: Some(tag),
             ..Default::default()
         };
         let (pid, monitor) = match crate::kernel::spawn_in(&owner.vm, body, options) {
@@ -108,7 +107,6 @@ impl<T: Send + 'static> Task<T> {
             Ok((_, None)) => unreachable!("spawn_in sets up the monitor it was asked for"),
             Err(error) => panic!("starling::Task::spawn: {error}"),
         };
-        let _ = tag_cell.set(monitor);
         Task {
             pid,
             monitor,
