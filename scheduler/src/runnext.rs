@@ -9,9 +9,10 @@
 //! # Solution
 //!
 //! One atomic pointer holding an `Arc<P>` turned into a raw pointer (Go's `runnext` is likewise
-//! an atomic `guintptr`). The owner puts and takes with `swap`; a thief takes with `swap` too,
-//! which it only does for a worker the watchdog flagged as stuck. Every transfer is one atomic
-//! exchange, so each `Arc` is owned by exactly one side at a time.
+//! an atomic `guintptr`). Only the owner puts: a plain store into an empty slot (a thief only
+//! ever empties it), else a `swap`. The owner and thieves take with `swap`; a thief only does so
+//! for a worker the watchdog flagged as stuck. Every transfer out is one atomic exchange, so each
+//! `Arc` is owned by exactly one side at a time.
 
 use std::ptr;
 use std::sync::atomic::{AtomicPtr, Ordering};
@@ -33,6 +34,13 @@ impl<P> RunNext<P> {
     /// Puts `process` in the slot; returns the process it displaced.
     pub(crate) fn put(&self, process: Arc<P>) -> Option<Arc<P>> {
         let raw = Arc::into_raw(process) as *mut P;
+        // Only the owner puts, and a thief only ever empties the slot: if it is empty now, it
+        // stays empty until our store, which then needs no read-modify-write.
+        if self.slot.load(Ordering::Relaxed).is_null() {
+            // Release: as for the swap below.
+            self.slot.store(raw, Ordering::Release);
+            return None;
+        }
         // AcqRel: Release publishes the process to a thief's Acquire swap in `take`; Acquire
         // takes ownership of a displaced pointer that another thread may have put.
         let previous = self.slot.swap(raw, Ordering::AcqRel);
@@ -92,29 +100,39 @@ mod tests {
 
     #[test]
     fn stampede_transfers_each_process_exactly_once() {
+        // One owner puts and takes; three thieves take. Every process put must come out exactly
+        // once: displaced by a put, taken by the owner or a thief, or left at the end.
+        const PUTS: usize = 200_000;
         let slot = Arc::new(RunNext::new());
-        let taken = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-        let threads: Vec<_> = (0..4)
-            .map(|t| {
+        let out = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let thieves: Vec<_> = (0..3)
+            .map(|_| {
                 let slot = slot.clone();
-                let taken = taken.clone();
+                let out = out.clone();
+                let done = done.clone();
                 std::thread::spawn(move || {
-                    for i in 0..20_000 {
-                        if let Some(displaced) = slot.put(Arc::new(t * 100_000 + i)) {
-                            drop(displaced);
-                            taken.fetch_add(1, Ordering::Relaxed);
-                        }
+                    while !done.load(Ordering::Acquire) {
                         if slot.take().is_some() {
-                            taken.fetch_add(1, Ordering::Relaxed);
+                            out.fetch_add(1, Ordering::Relaxed);
                         }
                     }
                 })
             })
             .collect();
-        for thread in threads {
-            thread.join().unwrap();
+        for i in 0..PUTS {
+            if slot.put(Arc::new(i)).is_some() {
+                out.fetch_add(1, Ordering::Relaxed);
+            }
+            if i % 3 == 0 && slot.take().is_some() {
+                out.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        done.store(true, Ordering::Release);
+        for thief in thieves {
+            thief.join().unwrap();
         }
         let left = usize::from(slot.take().is_some());
-        assert_eq!(taken.load(Ordering::Relaxed) + left, 80_000);
+        assert_eq!(out.load(Ordering::Relaxed) + left, PUTS);
     }
 }

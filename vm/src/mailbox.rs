@@ -19,7 +19,7 @@
 //!
 //! 1. Messages from one sender are appended in send order and move to `seen` in that order:
 //!    per-pair FIFO.
-//! 2. `len` counts messages in both queues; a send counts before it returns.
+//! 2. `pushed - taken` counts messages in both queues; a send counts before it returns.
 //! 3. Only the owning process touches `seen`, and never re-entrantly (a receive guard must not
 //!    call the VM; doing so panics instead of corrupting the queue).
 //!
@@ -55,11 +55,15 @@ pub(crate) struct Mailbox {
     incoming: Mutex<VecDeque<Message>>,
     /// The receiver's private queue.
     seen: Seen,
-    /// Messages in both queues. Any thread, Relaxed: a counter for introspection, exact once
-    /// the sends and receives it counts have returned.
-    len: AtomicUsize,
+    /// Messages ever pushed. Written only under `incoming`'s lock (a plain load and store, no
+    /// read-modify-write), read by anyone; Relaxed, like `taken`.
+    pushed: AtomicUsize,
+    /// Messages ever taken out (received or dropped). Written only by the owner. The length of
+    /// the mailbox is `pushed - taken`: exact once the sends and receives it counts have
+    /// returned, and without an atomic read-modify-write on either side.
+    taken: AtomicUsize,
     /// Heap bytes of the queued messages that are boxed (small messages travel inline in their
-    /// envelope and are counted as `len` envelopes). Relaxed, like `len`; untouched by small
+    /// envelope and are counted as envelopes). Relaxed, like `pushed`; untouched by small
     /// messages, so the common path pays no extra atomic operation.
     heap_bytes: AtomicUsize,
 }
@@ -73,7 +77,8 @@ impl Mailbox {
         Mailbox {
             incoming: Mutex::new(VecDeque::new()),
             seen: Seen(RefCell::new(VecDeque::new())),
-            len: AtomicUsize::new(0),
+            pushed: AtomicUsize::new(0),
+            taken: AtomicUsize::new(0),
             heap_bytes: AtomicUsize::new(0),
         }
     }
@@ -81,12 +86,13 @@ impl Mailbox {
     /// Appends a message (any thread).
     pub(crate) fn push(&self, message: Message) {
         let heap_bytes = message.heap_bytes();
-        self.incoming
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push_back(message);
-        // Relaxed: see the fields.
-        self.len.fetch_add(1, Ordering::Relaxed);
+        {
+            let mut incoming = self.incoming.lock().unwrap_or_else(|e| e.into_inner());
+            incoming.push_back(message);
+            // Relaxed: the lock serializes the writers; readers only need a recent value.
+            let pushed = self.pushed.load(Ordering::Relaxed);
+            self.pushed.store(pushed + 1, Ordering::Relaxed);
+        }
         if heap_bytes > 0 {
             self.heap_bytes.fetch_add(heap_bytes, Ordering::Relaxed);
         }
@@ -94,8 +100,10 @@ impl Mailbox {
 
     /// Messages in the mailbox.
     pub(crate) fn len(&self) -> usize {
-        // Relaxed: see the field.
-        self.len.load(Ordering::Relaxed)
+        // Relaxed: see the fields. `taken` is read second, so a concurrent receive can only make
+        // it larger than the `pushed` we read: saturate instead of wrapping.
+        let pushed = self.pushed.load(Ordering::Relaxed);
+        pushed.saturating_sub(self.taken.load(Ordering::Relaxed))
     }
 
     /// Approximate bytes held by queued messages: their envelopes and boxed contents.
@@ -113,9 +121,9 @@ impl Mailbox {
         matcher: &mut dyn FnMut(&(dyn Any + Send)) -> Option<R>,
     ) -> Option<(R, Message)> {
         let mut seen = self.seen.0.try_borrow_mut().expect(REENTRANT);
-        // Relaxed: `len` is raised after a push's unlock; if we miss a message that is being
-        // pushed right now, its sender's wake-up (after the raise) makes us scan again.
-        if self.len.load(Ordering::Relaxed) > seen.len() {
+        // Relaxed: `pushed` is raised under the senders' lock; if we miss a message that is
+        // being pushed right now, its sender's wake-up (after the push) makes us scan again.
+        if self.len() > seen.len() {
             let mut incoming = self.incoming.lock().unwrap_or_else(|e| e.into_inner());
             if seen.is_empty() {
                 // Take the whole batch without moving a message; the emptied queue keeps the
@@ -164,8 +172,9 @@ impl Mailbox {
 
     /// Counts messages taken out of the mailbox.
     fn account_removed(&self, messages: usize, heap_bytes: usize) {
-        // Relaxed: see the fields.
-        self.len.fetch_sub(messages, Ordering::Relaxed);
+        // Relaxed: only the owner writes `taken`.
+        let taken = self.taken.load(Ordering::Relaxed);
+        self.taken.store(taken + messages, Ordering::Relaxed);
         if heap_bytes > 0 {
             self.heap_bytes.fetch_sub(heap_bytes, Ordering::Relaxed);
         }
@@ -176,8 +185,9 @@ impl Mailbox {
         let incoming =
             std::mem::take(&mut *self.incoming.lock().unwrap_or_else(|e| e.into_inner()));
         let seen = std::mem::take(&mut *self.seen.0.try_borrow_mut().expect(REENTRANT));
-        // Relaxed: see the fields.
-        self.len.store(0, Ordering::Relaxed);
+        // Relaxed: see the fields; the owner is the only writer of `taken`.
+        self.taken
+            .store(self.pushed.load(Ordering::Relaxed), Ordering::Relaxed);
         self.heap_bytes.store(0, Ordering::Relaxed);
         drop(incoming);
         drop(seen);
