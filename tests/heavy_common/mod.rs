@@ -1,0 +1,218 @@
+//! Shared helpers for the heavy integration tests (`million.rs`, `memory.rs`,
+//! `stack_overflow.rs`, `limits.rs`, `starvation.rs`, `blocking.rs`): a hang guard, the
+//! resident set size, a spinner that never calls the VM, a recursion of known stack depth, an
+//! echo process, and percentiles.
+//!
+//! Every test runs its body on a helper OS thread and waits for it with a deadline, so a VM
+//! that deadlocks or starves makes the test FAIL with a message instead of hanging the suite.
+
+#![allow(dead_code)]
+
+use std::hint::black_box;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use starling::{receive, send, spawn, Pid};
+
+/// The hang guard of a heavy test: far above what any test needs (a few seconds in
+/// `--release`), far below "forever".
+pub const HEAVY_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// Runs `f` on a helper OS thread and returns its result; panics if it takes longer than
+/// `limit`, and re-raises the helper's panic (with its message) if it panicked.
+///
+/// A helper that hangs is left behind: the test binary exits when the harness is done.
+#[track_caller]
+pub fn with_timeout<T, F>(limit: Duration, what: &str, f: F) -> T
+where
+    T: Send + 'static,
+    F: FnOnce() -> T + Send + 'static,
+{
+    let (tx, rx) = mpsc::channel();
+    let handle = std::thread::Builder::new()
+        .name(format!("hang-guarded: {what}"))
+        .spawn(move || {
+            let value = f();
+            // The receiver is gone only if the test already failed by timeout.
+            let _ = tx.send(value);
+        })
+        .expect("could not start the hang-guard helper thread");
+    match rx.recv_timeout(limit) {
+        Ok(value) => {
+            let _ = handle.join();
+            value
+        }
+        Err(mpsc::RecvTimeoutError::Disconnected) => match handle.join() {
+            Err(payload) => std::panic::resume_unwind(payload),
+            Ok(()) => unreachable!("helper thread ended without a result and without panicking"),
+        },
+        Err(mpsc::RecvTimeoutError::Timeout) => panic!(
+            "TIMEOUT: `{what}` did not finish within {limit:?} (deadlock, lost wake-up or \
+             starvation in the VM?)"
+        ),
+    }
+}
+
+/// [`with_timeout`] with [`HEAVY_TIMEOUT`].
+#[track_caller]
+pub fn guarded<T, F>(what: &str, f: F) -> T
+where
+    T: Send + 'static,
+    F: FnOnce() -> T + Send + 'static,
+{
+    with_timeout(HEAVY_TIMEOUT, what, f)
+}
+
+/// Takes `lock` even if a previous test panicked while holding it (tests that must not run at
+/// the same time as the others of their binary serialize on one static mutex).
+pub fn serialize(lock: &'static Mutex<()>) -> MutexGuard<'static, ()> {
+    lock.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// This OS process's resident set size in bytes (`VmRSS` in `/proc/self/status`).
+pub fn rss_bytes() -> usize {
+    let status = std::fs::read_to_string("/proc/self/status").expect("read /proc/self/status");
+    let line = status
+        .lines()
+        .find(|line| line.starts_with("VmRSS:"))
+        .expect("no VmRSS line in /proc/self/status");
+    let kib: usize = line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("cannot parse {line:?}"));
+    kib * 1024
+}
+
+/// Bytes as MiB, for printing.
+pub fn mib(bytes: usize) -> f64 {
+    bytes as f64 / (1024.0 * 1024.0)
+}
+
+/// Pure computation that never calls the VM, until `stop` is set. Returns a value derived from
+/// the work so it cannot be optimized away.
+pub fn spin_until(stop: &AtomicBool) -> u64 {
+    let mut x = 0x9e37_79b9_7f4a_7c15_u64;
+    // Relaxed: a flag polled in a loop; nothing else is published through it.
+    while !stop.load(Ordering::Relaxed) {
+        for _ in 0..1_000 {
+            x = black_box(
+                black_box(x)
+                    .wrapping_mul(6_364_136_223_846_793_005)
+                    .wrapping_add(1_442_695_040_888_963_407),
+            );
+        }
+    }
+    x
+}
+
+/// Bytes of stack each [`recurse`] frame pins at least (its local buffer).
+pub const FRAME_BUFFER: usize = 512;
+
+/// Recurses until the stack pointer is `target` bytes below `base` (the address of a local in
+/// the caller), each frame holding a [`FRAME_BUFFER`]-byte buffer the optimizer cannot remove.
+/// Returns the number of frames. With `target == usize::MAX` it recurses without bound.
+#[inline(never)]
+pub fn recurse(base: usize, target: usize, depth: usize) -> usize {
+    let mut frame = [0u8; FRAME_BUFFER];
+    frame[depth % FRAME_BUFFER] = depth as u8;
+    let frame = black_box(&mut frame);
+    let here = frame.as_ptr() as usize;
+    if base.saturating_sub(here) >= target {
+        return depth;
+    }
+    // Not a tail call: the frame's buffer is used after the recursive call returns.
+    let frames = recurse(base, target, depth + 1);
+    black_box(&frame);
+    frames
+}
+
+/// Recurses `bytes` deep from the caller's frame; returns the number of frames used.
+#[inline(never)]
+pub fn recurse_bytes(bytes: usize) -> usize {
+    let base = black_box(0u8);
+    let base = &base as *const u8 as usize;
+    recurse(black_box(base), bytes, 1)
+}
+
+/// A ping for [`echo`]: the reply goes to `from`.
+#[derive(Debug)]
+pub struct Ping {
+    pub from: Pid,
+    pub n: u64,
+}
+
+/// The reply to a [`Ping`].
+#[derive(Debug, PartialEq, Eq)]
+pub struct Pong(pub u64);
+
+/// Tells an [`echo`] process to end.
+#[derive(Debug)]
+pub struct Stop;
+
+/// Spawns a process that answers every [`Ping`] with a [`Pong`] until it gets [`Stop`].
+/// Must be called inside a process.
+pub fn echo() -> Pid {
+    spawn(|| loop {
+        let done = starling::receive! {
+            Ping { from, n }: Ping => { send(from, Pong(n)); false },
+            Stop: Stop => true,
+        };
+        if done {
+            break;
+        }
+    })
+}
+
+/// Stops an [`echo`] process and waits until it has ended. Must be called inside a process.
+pub fn stop_echo(echo: Pid) {
+    let monitor = starling::process::monitor(echo);
+    send(echo, Stop);
+    let down = starling::receive_match::<starling::Down>(|down| down.monitor == monitor);
+    assert_eq!(
+        down.reason,
+        starling::ExitReason::Normal,
+        "echo ended badly"
+    );
+}
+
+/// From outside the VM: waits until `vm` has no live process (processes that just sent their
+/// last message may still be ending). The test's hang guard bounds the wait.
+pub fn wait_until_no_processes(vm: &starling::Vm) {
+    while vm.process_count() != 0 {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    assert!(vm.processes().is_empty());
+}
+
+/// One round trip to an [`echo`] process; checks the reply.
+pub fn ping(echo: Pid, n: u64) {
+    send(
+        echo,
+        Ping {
+            from: starling::self_pid(),
+            n,
+        },
+    );
+    let Pong(back) = receive::<Pong>();
+    assert_eq!(back, n, "echo answered the wrong ping");
+}
+
+/// The `p`-th percentile (0..=100) of `sorted` (nearest rank).
+pub fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    assert!(!sorted.is_empty(), "percentile of nothing");
+    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1]
+}
+
+/// The message of a panic payload (`&str` or `String`), or a placeholder.
+pub fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        (*s).to_string()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "<non-string panic payload>".to_string()
+    }
+}

@@ -1,0 +1,138 @@
+//! Stack overflow: a process that recurses without bound ends alone with
+//! `ExitReason::StackOverflow` (seen through a monitor and through a trapped link) while the VM
+//! and every other process go on; 200 KiB of recursion fits the default stack, and a small
+//! `stack_size` bounds the recursion.
+
+mod heavy_common;
+
+use heavy_common::{echo, guarded, ping, recurse_bytes, stop_echo};
+use starling::{
+    process, receive, receive_match, spawn_link, spawn_monitor, Down, Exit, ExitReason, Vm,
+};
+
+/// A VM that prints no crash report for the overflows these tests cause on purpose.
+fn quiet_vm(schedulers: usize) -> Vm {
+    Vm::builder()
+        .schedulers(schedulers)
+        .crash_reports(false)
+        .build()
+        .expect("building the VM")
+}
+
+/// Recurses without bound (until the guard page stops it).
+fn overflow() {
+    recurse_bytes(usize::MAX);
+    unreachable!("an unbounded recursion returned");
+}
+
+/// Spawns `f` under a monitor and returns the reason it ended with.
+fn exit_reason_of(f: impl FnOnce() + Send + 'static) -> ExitReason {
+    let (pid, monitor) = spawn_monitor(f);
+    let down = receive_match::<Down>(|down| down.monitor == monitor);
+    assert_eq!(down.pid, pid);
+    down.reason
+}
+
+#[test]
+fn overflow_is_seen_through_a_monitor() {
+    guarded("overflow seen through a monitor", || {
+        let vm = quiet_vm(2);
+        let reason = vm.run(|| exit_reason_of(overflow));
+        assert_eq!(reason, Ok(ExitReason::StackOverflow));
+    });
+}
+
+#[test]
+fn overflow_is_seen_through_a_link_by_a_trapping_process() {
+    guarded("overflow seen through a trapped link", || {
+        let vm = quiet_vm(2);
+        let exit = vm.run(|| {
+            process::trap_exit(true);
+            let pid = spawn_link(overflow);
+            let exit = receive::<Exit>();
+            assert_eq!(exit.from, pid);
+            assert!(!process::alive(pid));
+            exit.reason
+        });
+        assert_eq!(exit, Ok(ExitReason::StackOverflow));
+    });
+}
+
+#[test]
+fn overflows_are_contained_and_the_vm_goes_on() {
+    guarded("overflows contained", || {
+        let vm = quiet_vm(2);
+        let outcome = vm.run(|| {
+            let sibling = echo();
+            ping(sibling, 0);
+            assert_eq!(exit_reason_of(overflow), ExitReason::StackOverflow);
+            ping(sibling, 1);
+            for i in 0..100 {
+                assert_eq!(
+                    exit_reason_of(overflow),
+                    ExitReason::StackOverflow,
+                    "overflow number {i}"
+                );
+            }
+            ping(sibling, 2);
+            assert!(process::alive(sibling));
+            // A process that overflows while others are alive and busy does not disturb them.
+            let (pid, monitor) = spawn_monitor(overflow);
+            ping(sibling, 3);
+            let down = receive_match::<Down>(|down| down.monitor == monitor);
+            assert_eq!((down.pid, down.reason), (pid, ExitReason::StackOverflow));
+            stop_echo(sibling);
+        });
+        assert_eq!(outcome, Ok(()));
+        assert_eq!(vm.run(|| 1 + 1), Ok(2));
+        assert_eq!(vm.process_count(), 0);
+    });
+}
+
+#[test]
+fn two_hundred_kib_of_recursion_fits_the_default_stack() {
+    guarded("200 KiB recursion on the default stack", || {
+        let vm = quiet_vm(2);
+        let frames = vm.run(|| recurse_bytes(200 * 1024));
+        let frames = frames.expect("a 200 KiB recursion must return normally");
+        // Each frame holds at least its 512-byte buffer.
+        assert!(frames <= 401, "{frames} frames for 200 KiB");
+        assert!(
+            frames >= 200,
+            "{frames} frames for 200 KiB: frames are too big"
+        );
+        // And again, from a process that is not the root, monitored.
+        let reason = vm.run(|| {
+            exit_reason_of(|| {
+                recurse_bytes(200 * 1024);
+            })
+        });
+        assert_eq!(reason, Ok(ExitReason::Normal));
+    });
+}
+
+#[test]
+fn a_small_stack_size_bounds_the_recursion() {
+    guarded("64 KiB stacks", || {
+        let vm = Vm::builder()
+            .schedulers(2)
+            .stack_size(64 * 1024)
+            .crash_reports(false)
+            .build()
+            .expect("building the VM");
+        let (deep, shallow) = vm
+            .run(|| {
+                let deep = exit_reason_of(|| {
+                    recurse_bytes(100 * 1024);
+                });
+                let shallow = exit_reason_of(|| {
+                    recurse_bytes(30 * 1024);
+                });
+                (deep, shallow)
+            })
+            .expect("the root process failed");
+        assert_eq!(deep, ExitReason::StackOverflow, "100 KiB on a 64 KiB stack");
+        assert_eq!(shallow, ExitReason::Normal, "30 KiB on a 64 KiB stack");
+        assert_eq!(vm.run(|| recurse_bytes(30 * 1024) > 0), Ok(true));
+    });
+}
