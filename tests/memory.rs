@@ -115,8 +115,6 @@ fn waves_then_idle(vm: &Vm, range: std::ops::Range<u64>) -> usize {
 // (b) ten million spawn/exit cycles in waves of 100,000 end within +25 % of the RSS after the
 // first wave.
 #[test]
-#[ignore = "BUG: run alone, idle RSS after 10 M spawn/exit cycles is 2-3x the first wave's \
-            (~5 -> ~15 MiB kept by glibc per-thread arenas; +6 % with MALLOC_ARENA_MAX=1)"]
 fn ten_million_spawn_exit_cycles_stay_near_the_first_wave() {
     let _serial = serialize(&RSS_LOCK);
     guarded("ten million spawn/exit cycles", || {

@@ -68,6 +68,11 @@ pub(crate) struct Mailbox {
     heap_bytes: AtomicUsize,
 }
 
+/// Queue capacity (in messages) a mailbox keeps once a burst has drained; beyond it the memory
+/// goes back. Guessed: 64 × 32-byte envelopes = 2 KiB, far above a steady request/response
+/// process's needs, far below what a 100 K-message burst leaves behind (3 MiB per queue).
+const KEEP_CAPACITY: usize = 64;
+
 /// A receive guard or matcher called the VM (invariant 3).
 const REENTRANT: &str =
     "starling: receive called from inside a receive guard or matcher (guards must not call the VM)";
@@ -127,8 +132,11 @@ impl Mailbox {
             let mut incoming = self.incoming.lock().unwrap_or_else(|e| e.into_inner());
             if seen.is_empty() {
                 // Take the whole batch without moving a message; the emptied queue keeps the
-                // old private queue's capacity for the senders.
+                // old private queue's capacity for the senders (at most `KEEP_CAPACITY`).
                 std::mem::swap(&mut *seen, &mut *incoming);
+                if incoming.capacity() > KEEP_CAPACITY {
+                    incoming.shrink_to(KEEP_CAPACITY);
+                }
             } else {
                 seen.extend(incoming.drain(..));
             }
@@ -141,6 +149,10 @@ impl Mailbox {
                     seen.remove(*scanned)
                 }
                 .expect("scanned index in range");
+                if seen.is_empty() && seen.capacity() > KEEP_CAPACITY {
+                    // A burst is over: do not keep its queue's memory for the process's life.
+                    seen.shrink_to(KEEP_CAPACITY);
+                }
                 self.account_removed(1, message.heap_bytes());
                 return Some((answer, message));
             }
