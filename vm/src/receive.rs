@@ -40,6 +40,9 @@ pub(crate) fn select<R>(
             unsafe { starling_scheduler::spend_as(process, steps as u32) };
         }
         if let Some(found) = found {
+            // A kill that arrived while we scanned ends the process before user code sees a
+            // message sent after it (signals are ordered with messages).
+            process.die_if_killed();
             return Some(found);
         }
         match deadline {

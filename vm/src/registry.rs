@@ -19,7 +19,7 @@ impl Registry {
     pub(crate) fn register(&self, name: &str, process: &Arc<Process>) -> Result<(), Error> {
         let mut names = self.names.lock().unwrap_or_else(|e| e.into_inner());
         let mut state = process.lock_signals();
-        if state.dead {
+        if !state.accepts_relations(process) {
             return Err(Error::NoProc);
         }
         if state

@@ -95,6 +95,13 @@ impl SignalState {
             .unwrap_or_default()
     }
 
+    /// Returns `true` if the process (whose state this is) can still be linked to, monitored or
+    /// named: it is neither dead nor exiting. Linking to or monitoring an exiting process gives
+    /// `NoProc`, as in Erlang (it is not alive any more, see `Process::is_alive`).
+    pub(crate) fn accepts_relations(&self, process: &Process) -> bool {
+        !self.dead && self.kill.is_none() && process.is_alive()
+    }
+
     /// Links, if any.
     pub(crate) fn links(&self) -> &[Pid] {
         self.relations().map_or(&[], |relations| &relations.links)
@@ -157,7 +164,7 @@ pub(crate) fn link(me: &Arc<Process>, other: &Arc<Process>) {
         return;
     }
     let (mut mine, mut theirs) = lock_pair(me, other);
-    if theirs.dead {
+    if !theirs.accepts_relations(other) {
         drop(theirs);
         deliver_exit(me, &mut mine, other.pid, ExitReason::NoProc, ExitKind::Link);
         return;
@@ -219,7 +226,7 @@ pub(crate) fn monitor_as(
     let down_now = match target {
         Some(target) => {
             let (mut mine, mut theirs) = lock_pair(me, target);
-            if theirs.dead {
+            if !theirs.accepts_relations(target) {
                 true
             } else {
                 mine.relations_mut().monitors.push((reference, target_pid));
