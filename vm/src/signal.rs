@@ -74,6 +74,10 @@ pub(crate) struct Relations {
     /// Monitors on this process: (reference, monitoring process).
     pub(crate) monitored_by: Vec<(MonitorRef, Pid)>,
     pub(crate) registered_name: Option<String>,
+    /// Links and monitors asked for while this process was already exiting: they get `NoProc`
+    /// once its exit is complete (its name freed, its other links and monitors fired), as in
+    /// Erlang, where the exiting process answers such requests itself. `None`: a link.
+    pub(crate) noproc_on_exit: Vec<(Pid, Option<MonitorRef>)>,
 }
 
 impl SignalState {
@@ -164,9 +168,14 @@ pub(crate) fn link(me: &Arc<Process>, other: &Arc<Process>) {
         return;
     }
     let (mut mine, mut theirs) = lock_pair(me, other);
-    if !theirs.accepts_relations(other) {
+    if theirs.dead {
         drop(theirs);
         deliver_exit(me, &mut mine, other.pid, ExitReason::NoProc, ExitKind::Link);
+        return;
+    }
+    if !theirs.accepts_relations(other) {
+        // Exiting: `NoProc` comes when its exit is complete (`propagate_exit`).
+        theirs.relations_mut().noproc_on_exit.push((me.pid, None));
         return;
     }
     if !mine.links().contains(&other.pid) {
@@ -226,8 +235,17 @@ pub(crate) fn monitor_as(
     let down_now = match target {
         Some(target) => {
             let (mut mine, mut theirs) = lock_pair(me, target);
-            if !theirs.accepts_relations(target) {
+            if theirs.dead {
                 true
+            } else if !theirs.accepts_relations(target) {
+                // Exiting: `Down { NoProc }` comes when its exit is complete (`propagate_exit`);
+                // until then `demonitor` can cancel it like any monitor.
+                mine.relations_mut().monitors.push((reference, target_pid));
+                theirs
+                    .relations_mut()
+                    .noproc_on_exit
+                    .push((me.pid, Some(reference)));
+                false
             } else {
                 mine.relations_mut().monitors.push((reference, target_pid));
                 theirs
@@ -279,6 +297,7 @@ pub(crate) fn propagate_exit(me: &Arc<Process>, reason: &ExitReason) {
         monitors,
         monitored_by,
         registered_name: name,
+        noproc_on_exit,
     } = {
         let mut state = me.lock_signals();
         state.dead = true;
@@ -327,5 +346,37 @@ pub(crate) fn propagate_exit(me: &Arc<Process>, reason: &ExitReason) {
         }));
         drop(state);
         vm.runtime.wake(&watcher);
+    }
+    // Requests that arrived while we were exiting, answered now that the exit is complete.
+    for (pid, monitor) in noproc_on_exit {
+        let Some(requester) = vm.table.get(pid) else {
+            continue;
+        };
+        let mut state = requester.lock_signals();
+        match monitor {
+            None => deliver_exit(
+                &requester,
+                &mut state,
+                me.pid,
+                ExitReason::NoProc,
+                ExitKind::Link,
+            ),
+            Some(reference) => {
+                let Some(relations) = state.relations.as_mut() else {
+                    continue;
+                };
+                let Some(at) = relations.monitors.iter().position(|(r, _)| *r == reference) else {
+                    continue;
+                };
+                relations.monitors.swap_remove(at);
+                requester.mailbox.push(Envelope::new(Down {
+                    monitor: reference,
+                    pid: me.pid,
+                    reason: ExitReason::NoProc,
+                }));
+                drop(state);
+                vm.runtime.wake(&requester);
+            }
+        }
     }
 }
