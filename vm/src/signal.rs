@@ -289,6 +289,29 @@ pub(crate) fn demonitor(me: &Arc<Process>, reference: MonitorRef) {
     });
 }
 
+/// Delivers `Down { reference, me, reason }` to `watcher_pid`, under its lock, if it still holds
+/// that monitor (a `demonitor` that got there first wins; the monitor fires at most once).
+fn fire_monitor(me: &Process, watcher_pid: Pid, reference: MonitorRef, reason: ExitReason) {
+    let Some(watcher) = me.vm.table.get(watcher_pid) else {
+        return;
+    };
+    let mut state = watcher.lock_signals();
+    let Some(relations) = state.relations.as_mut() else {
+        return;
+    };
+    let Some(at) = relations.monitors.iter().position(|(r, _)| *r == reference) else {
+        return;
+    };
+    relations.monitors.swap_remove(at);
+    watcher.mailbox.push(Envelope::new(Down {
+        monitor: reference,
+        pid: me.pid,
+        reason,
+    }));
+    drop(state);
+    me.vm.runtime.wake(&watcher);
+}
+
 /// The ending process's last signals: every link and monitor fires once with `reason`.
 /// `me` has already left the process table.
 pub(crate) fn propagate_exit(me: &Arc<Process>, reason: &ExitReason) {
@@ -328,54 +351,24 @@ pub(crate) fn propagate_exit(me: &Arc<Process>, reason: &ExitReason) {
         deliver_exit(&linked, &mut state, me.pid, reason.clone(), ExitKind::Link);
     }
     for (reference, watcher_pid) in monitored_by {
-        let Some(watcher) = vm.table.get(watcher_pid) else {
-            continue;
-        };
-        let mut state = watcher.lock_signals();
-        let Some(relations) = state.relations.as_mut() else {
-            continue;
-        };
-        let Some(at) = relations.monitors.iter().position(|(r, _)| *r == reference) else {
-            continue;
-        };
-        relations.monitors.swap_remove(at);
-        watcher.mailbox.push(Envelope::new(Down {
-            monitor: reference,
-            pid: me.pid,
-            reason: reason.clone(),
-        }));
-        drop(state);
-        vm.runtime.wake(&watcher);
+        fire_monitor(me, watcher_pid, reference, reason.clone());
     }
     // Requests that arrived while we were exiting, answered now that the exit is complete.
     for (pid, monitor) in noproc_on_exit {
-        let Some(requester) = vm.table.get(pid) else {
-            continue;
-        };
-        let mut state = requester.lock_signals();
         match monitor {
-            None => deliver_exit(
-                &requester,
-                &mut state,
-                me.pid,
-                ExitReason::NoProc,
-                ExitKind::Link,
-            ),
-            Some(reference) => {
-                let Some(relations) = state.relations.as_mut() else {
+            Some(reference) => fire_monitor(me, pid, reference, ExitReason::NoProc),
+            None => {
+                let Some(requester) = vm.table.get(pid) else {
                     continue;
                 };
-                let Some(at) = relations.monitors.iter().position(|(r, _)| *r == reference) else {
-                    continue;
-                };
-                relations.monitors.swap_remove(at);
-                requester.mailbox.push(Envelope::new(Down {
-                    monitor: reference,
-                    pid: me.pid,
-                    reason: ExitReason::NoProc,
-                }));
-                drop(state);
-                vm.runtime.wake(&requester);
+                let mut state = requester.lock_signals();
+                deliver_exit(
+                    &requester,
+                    &mut state,
+                    me.pid,
+                    ExitReason::NoProc,
+                    ExitKind::Link,
+                );
             }
         }
     }
