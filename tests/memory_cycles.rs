@@ -4,43 +4,8 @@
 
 mod heavy_common;
 
-use std::time::Duration;
-
-use heavy_common::{guarded, mib, rss_bytes, wait_until_no_processes};
-use starling::{process, receive, self_pid, send, spawn, Vm};
-
-const WAVE: u64 = 100_000;
-const WAVES: u64 = 100;
-
-/// Sleeps about 2.5 s in 100 ms steps, so the workers go idle repeatedly and their
-/// once-a-second memory return runs.
-fn idle() {
-    for _ in 0..25 {
-        process::sleep(Duration::from_millis(100));
-    }
-}
-
-/// One wave: `WAVE` processes spawned, each replies; returns when all replied.
-fn wave(number: u64) {
-    let root = self_pid();
-    for i in 0..WAVE {
-        spawn(move || send(root, number * WAVE + i));
-    }
-    let sum = (0..WAVE).map(|_| receive::<u64>()).sum::<u64>();
-    assert_eq!(sum, number * WAVE * WAVE + WAVE * (WAVE - 1) / 2);
-}
-
-/// Runs waves `range` on `vm`, each with a root process of its own (a root's mailbox keeps the
-/// capacity of its largest burst of replies while it lives: live memory, not a leak), then
-/// lets the VM idle ~2.5 s and returns the RSS.
-fn waves_then_idle(vm: &Vm, range: std::ops::Range<u64>) -> usize {
-    for number in range {
-        vm.run(move || wave(number))
-            .unwrap_or_else(|reason| panic!("wave {number} failed: {reason:?}"));
-    }
-    vm.run(idle).expect("the idle root failed");
-    rss_bytes()
-}
+use heavy_common::{guarded, mib, wait_until_no_processes, waves_then_idle, WAVE, WAVES};
+use starling::Vm;
 
 // (b) ten million spawn/exit cycles in waves of 100,000 end within +25 % of the RSS after the
 // first wave.

@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use starling::{receive, send, spawn, Pid};
+use starling::{process, receive, self_pid, send, spawn, Pid, Vm};
 
 /// The hang guard of a heavy test: far above what any test needs (a few seconds in
 /// `--release`), far below "forever".
@@ -215,4 +215,39 @@ pub fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
     } else {
         "<non-string panic payload>".to_string()
     }
+}
+
+// Spawn/exit waves for the memory tests (`memory.rs`, `memory_cycles.rs`).
+
+pub const WAVE: u64 = 100_000;
+pub const WAVES: u64 = 100;
+
+/// Sleeps about 2.5 s in 100 ms steps, so the workers go idle repeatedly and their
+/// once-a-second memory return runs.
+pub fn idle() {
+    for _ in 0..25 {
+        process::sleep(Duration::from_millis(100));
+    }
+}
+
+/// One wave: `WAVE` processes spawned, each replies; returns when all replied.
+pub fn wave(number: u64) {
+    let root = self_pid();
+    for i in 0..WAVE {
+        spawn(move || send(root, number * WAVE + i));
+    }
+    let sum = (0..WAVE).map(|_| receive::<u64>()).sum::<u64>();
+    assert_eq!(sum, number * WAVE * WAVE + WAVE * (WAVE - 1) / 2);
+}
+
+/// Runs waves `range` on `vm`, each with a root process of its own (a root's mailbox keeps the
+/// capacity of its largest burst of replies while it lives: live memory, not a leak), then
+/// lets the VM idle ~2.5 s and returns the RSS.
+pub fn waves_then_idle(vm: &Vm, range: std::ops::Range<u64>) -> usize {
+    for number in range {
+        vm.run(move || wave(number))
+            .unwrap_or_else(|reason| panic!("wave {number} failed: {reason:?}"));
+    }
+    vm.run(idle).expect("the idle root failed");
+    rss_bytes()
 }
