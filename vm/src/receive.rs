@@ -1,6 +1,6 @@
 //! Selective receive: take the first message, in mailbox order, that a matcher accepts.
 //!
-//! All receive functions and the [`receive!`](crate::receive) macro share one loop
+//! All receive functions and the [`receive!`](macro@crate::receive) macro share one loop
 //! ([`select`]): move new arrivals into the private queue, scan from where the last scan of this
 //! call stopped, and park (with a timer if there is a deadline) when nothing matches. A timeout
 //! never fires early: the deadline is compared with the clock after every wake-up.
@@ -135,7 +135,7 @@ pub fn receive_match_timeout<M: Send + 'static>(
     .map(|(_, message)| take(message))
 }
 
-/// Support for the [`receive!`](crate::receive) macro; not a public API.
+/// Support for the [`receive!`](macro@crate::receive) macro; not a public API.
 #[doc(hidden)]
 pub mod private {
     use super::*;
