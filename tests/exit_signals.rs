@@ -331,13 +331,18 @@ signal_tests! {
                     process::exit(low, custom("first"));
                     process::exit(low, custom("second"));
                 });
-                loop {
+                // Both linked processes end; their Exits come from two different senders, so
+                // either may arrive first (only per-pair order is guaranteed).
+                let (mut low_seen, mut high_seen) = (false, false);
+                while !(low_seen && high_seen) {
                     let e: Exit = expect("an Exit");
                     if e.from == low {
                         assert_eq!(e.reason, custom("first"), "wrong_exit_reason");
-                        break;
+                        low_seen = true;
+                    } else {
+                        assert_eq!((e.from, e.reason), (high, ExitReason::Normal), "bad_message");
+                        high_seen = true;
                     }
-                    assert_eq!((e.from, e.reason), (high, ExitReason::Normal), "bad_message");
                 }
             }
             assert_no_message::<Exit>(Duration::from_millis(10));
