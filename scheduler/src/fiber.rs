@@ -94,8 +94,15 @@ pub enum FiberStatus {
 struct State(AtomicU32);
 
 impl State {
-    /// Wake-up: Idle → Scheduled (returns `true`: the caller must enqueue the fiber), or
-    /// Running → Running + notified. No effect in any other state.
+    /// Wake-up: Idle → Scheduled (returns `true`: the caller must enqueue the fiber), Running →
+    /// Running + notified, or Scheduled → Scheduled + notified. No effect on a fiber already
+    /// notified or done.
+    ///
+    /// A scheduled fiber is notified too, not left alone: it may be scheduled because it
+    /// *yielded* in the middle of a wait loop (its slice ran out while it scanned its mailbox),
+    /// and when it resumes it goes on to park without looking again. The notification travels
+    /// with it (`transition_to_running`) and makes that park return at once, into the wait
+    /// loop's re-check.
     fn transition_on_wake(&self) -> bool {
         // Acquire/Release on success: Release publishes what the waker did before waking (a
         // message pushed to a mailbox) to the worker that runs the fiber next, which loads this
@@ -105,6 +112,7 @@ impl State {
             let next = match current {
                 0 => SCHEDULED,
                 RUNNING => RUNNING | NOTIFIED,
+                SCHEDULED => SCHEDULED | NOTIFIED,
                 _ => return false,
             };
             match self
@@ -117,14 +125,18 @@ impl State {
         }
     }
 
-    /// Scheduled → Running, by the worker that popped the fiber.
+    /// Scheduled (+ notified) → Running (+ notified), by the worker that popped the fiber.
     fn transition_to_running(&self) {
-        // Acquire: pairs with the Release of the wake that scheduled us.
-        let previous = self.0.swap(RUNNING, Ordering::Acquire);
-        assert_eq!(
-            previous, SCHEDULED,
-            "runtime: ran a fiber that was not scheduled"
-        );
+        // Acquire: pairs with the Release of the wake that scheduled or notified us.
+        let previous = self
+            .0
+            .fetch_update(Ordering::Acquire, Ordering::Acquire, |state| {
+                (state & !NOTIFIED == SCHEDULED).then_some(RUNNING | (state & NOTIFIED))
+            })
+            .unwrap_or_else(|state| {
+                panic!("runtime: ran a fiber that was not scheduled (state {state:#b})")
+            });
+        debug_assert!(previous & SCHEDULED != 0);
     }
 
     /// After `Suspend::Park`: Running → Idle, or Running + notified → Scheduled. Returns `true`
@@ -149,10 +161,17 @@ impl State {
         }
     }
 
-    /// After `Suspend::Yield`: Running (+ notified) → Scheduled.
+    /// After `Suspend::Yield`: Running (+ notified) → Scheduled (+ notified). The notification
+    /// is kept (see `transition_on_wake`): the fiber may resume inside a wait loop about to park.
     fn transition_to_scheduled(&self) {
-        // AcqRel: a concurrent wake's NOTIFIED is consumed here; the fiber runs again anyway.
-        let previous = self.0.swap(SCHEDULED, Ordering::AcqRel);
+        // AcqRel: pairs with `transition_on_wake`; the RMW orders a concurrent wake before or
+        // after us, and either way its NOTIFIED survives.
+        let previous = self
+            .0
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |state| {
+                Some(SCHEDULED | (state & NOTIFIED))
+            })
+            .unwrap_or_else(|state| state);
         debug_assert!(
             previous & RUNNING != 0,
             "runtime: yielded fiber was not running"
