@@ -135,8 +135,11 @@ fn pending_exit_test(op: fn(Pid)) -> (ExitReason, ExitReason) {
     process::exit(pid, custom("exit_by_signal"));
     delivered.store(true, Ordering::Release);
     // Hold this scheduler until the blocking job is over, so that the process usually resumes
-    // with its result ready (the signal is then "pending" when `op` runs).
-    while !returned.load(Ordering::Acquire) {
+    // with its result ready (the signal is then "pending" when `op` runs). Bounded: the kill may
+    // also reach the process before its `blocking` call (its next VM call), and then the job
+    // never starts.
+    let give_up = Instant::now() + Duration::from_secs(1);
+    while !returned.load(Ordering::Acquire) && Instant::now() < give_up {
         std::thread::sleep(Duration::from_micros(20));
     }
     std::thread::sleep(Duration::from_millis(1));
