@@ -127,16 +127,19 @@ impl State {
 
     /// Scheduled (+ notified) → Running (+ notified), by the worker that popped the fiber.
     fn transition_to_running(&self) {
-        // Acquire: pairs with the Release of the wake that scheduled or notified us.
-        let previous = self
-            .0
-            .fetch_update(Ordering::Acquire, Ordering::Acquire, |state| {
-                (state & !NOTIFIED == SCHEDULED).then_some(RUNNING | (state & NOTIFIED))
-            })
-            .unwrap_or_else(|state| {
-                panic!("runtime: ran a fiber that was not scheduled (state {state:#b})")
-            });
-        debug_assert!(previous & SCHEDULED != 0);
+        // Acquire: pairs with the Release of the wake that scheduled or notified us. One swap on
+        // the common path; a carried notification is put back with `fetch_or`, which is safe
+        // because while Running the only other change to the word is a waker setting NOTIFIED.
+        let previous = self.0.swap(RUNNING, Ordering::Acquire);
+        assert_eq!(
+            previous & !NOTIFIED,
+            SCHEDULED,
+            "runtime: ran a fiber that was not scheduled"
+        );
+        if previous & NOTIFIED != 0 {
+            // Relaxed: the Acquire swap above already synchronized with the waker.
+            self.0.fetch_or(NOTIFIED, Ordering::Relaxed);
+        }
     }
 
     /// After `Suspend::Park`: Running → Idle, or Running + notified → Scheduled. Returns `true`
