@@ -18,12 +18,14 @@
 //!
 //! # Submitting work
 //!
-//! 1. A new process goes to the spawning worker's local queue, or to the shared injector when
-//!    spawned from outside the runtime.
-//! 2. A process woken by a process running on a worker goes to that worker's *runnext* slot and
-//!    runs next (Go's `runnext`, tokio's LIFO slot): a ping-pong pair stays on one core and
-//!    never crosses caches. At most `worker.rs`'s `MAX_RUNNEXT_STREAK` runs in a row come from
-//!    runnext, so the rest of the queue is not starved.
+//! 1. A process spawned or woken by a process running on a worker goes to that worker's
+//!    *runnext* slot and runs next (Go's `runnext`, tokio's LIFO slot); the process it displaces
+//!    goes to the worker's local queue, where other workers can steal it. A ping-pong pair thus
+//!    stays on one core, and a process tree unfolds depth-first.
+//! 2. A process taken from runnext inherits what is left of the current time slice (as in Go),
+//!    so a chain of wake-ups shares one slice; once it is used up, the runnext process goes to
+//!    the back of the queue and the rest of the queue is not starved.
+//!    Processes spawned or woken from outside the runtime go to the shared injector.
 //! 3. After making work visible, the submitter wakes one sleeping worker if nobody is searching
 //!    (the protocol is in `idle.rs`).
 //!
