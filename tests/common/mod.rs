@@ -8,7 +8,7 @@
 #![allow(dead_code)]
 
 use std::any::Any;
-use std::sync::mpsc;
+
 use std::sync::{Arc, Mutex, Once};
 use std::thread::ThreadId;
 use std::time::{Duration, Instant};
@@ -18,40 +18,10 @@ use starling::Vm;
 /// The hang guard of an ordinary test: far above what any test needs, far below "forever".
 pub const TEST_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// Runs `f` on a helper OS thread and returns its result; panics if it takes longer than
-/// `limit`, and re-raises the helper's panic (with its message) if it panicked.
-///
-/// A helper that hangs is left behind: the test binary exits when the harness is done.
-#[track_caller]
-pub fn with_timeout<T, F>(limit: Duration, what: &str, f: F) -> T
-where
-    T: Send + 'static,
-    F: FnOnce() -> T + Send + 'static,
-{
-    let (tx, rx) = mpsc::channel();
-    let handle = std::thread::Builder::new()
-        .name(format!("hang-guarded: {what}"))
-        .spawn(move || {
-            let value = f();
-            // The receiver is gone only if the test already failed by timeout.
-            let _ = tx.send(value);
-        })
-        .expect("could not start the hang-guard helper thread");
-    match rx.recv_timeout(limit) {
-        Ok(value) => {
-            let _ = handle.join();
-            value
-        }
-        Err(mpsc::RecvTimeoutError::Disconnected) => match handle.join() {
-            Err(payload) => std::panic::resume_unwind(payload),
-            Ok(()) => unreachable!("helper thread ended without a result and without panicking"),
-        },
-        Err(mpsc::RecvTimeoutError::Timeout) => panic!(
-            "TIMEOUT: `{what}` did not finish within {limit:?} (deadlock, lost wake-up or \
-             starvation in the VM?)"
-        ),
-    }
-}
+#[path = "../hang_guard/mod.rs"]
+mod hang_guard;
+#[allow(unused_imports)] // not every test file uses it
+pub use hang_guard::with_timeout;
 
 /// Builds a VM with `schedulers` scheduler threads.
 pub fn vm(schedulers: usize) -> Vm {

@@ -10,7 +10,7 @@
 
 use std::hint::black_box;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{mpsc, Mutex, MutexGuard};
+use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
 use starling::{process, receive, self_pid, send, spawn, Pid, Vm};
@@ -19,40 +19,10 @@ use starling::{process, receive, self_pid, send, spawn, Pid, Vm};
 /// `--release`), far below "forever".
 pub const HEAVY_TIMEOUT: Duration = Duration::from_secs(120);
 
-/// Runs `f` on a helper OS thread and returns its result; panics if it takes longer than
-/// `limit`, and re-raises the helper's panic (with its message) if it panicked.
-///
-/// A helper that hangs is left behind: the test binary exits when the harness is done.
-#[track_caller]
-pub fn with_timeout<T, F>(limit: Duration, what: &str, f: F) -> T
-where
-    T: Send + 'static,
-    F: FnOnce() -> T + Send + 'static,
-{
-    let (tx, rx) = mpsc::channel();
-    let handle = std::thread::Builder::new()
-        .name(format!("hang-guarded: {what}"))
-        .spawn(move || {
-            let value = f();
-            // The receiver is gone only if the test already failed by timeout.
-            let _ = tx.send(value);
-        })
-        .expect("could not start the hang-guard helper thread");
-    match rx.recv_timeout(limit) {
-        Ok(value) => {
-            let _ = handle.join();
-            value
-        }
-        Err(mpsc::RecvTimeoutError::Disconnected) => match handle.join() {
-            Err(payload) => std::panic::resume_unwind(payload),
-            Ok(()) => unreachable!("helper thread ended without a result and without panicking"),
-        },
-        Err(mpsc::RecvTimeoutError::Timeout) => panic!(
-            "TIMEOUT: `{what}` did not finish within {limit:?} (deadlock, lost wake-up or \
-             starvation in the VM?)"
-        ),
-    }
-}
+#[path = "../hang_guard/mod.rs"]
+mod hang_guard;
+#[allow(unused_imports)] // not every test file uses it
+pub use hang_guard::with_timeout;
 
 /// [`with_timeout`] with [`HEAVY_TIMEOUT`].
 #[track_caller]

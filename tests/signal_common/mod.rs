@@ -29,40 +29,11 @@ pub const HANG_GUARD: Duration = Duration::from_secs(60);
 /// How long a process waits for a reply that must come, before failing the test.
 pub const REPLY_LIMIT: Duration = Duration::from_secs(30);
 
-/// Runs `f` on a helper OS thread and returns its result; panics with a clear message if it
-/// takes longer than `limit`, and re-raises the helper's panic if it panicked.
-///
-/// A helper that hangs is left behind; the test binary exits when the harness is done.
-#[track_caller]
-pub fn guarded<T, F>(limit: Duration, what: &str, f: F) -> T
-where
-    T: Send + 'static,
-    F: FnOnce() -> T + Send + 'static,
-{
-    let (tx, rx) = mpsc::channel();
-    let handle = std::thread::Builder::new()
-        .name(format!("hang-guarded: {what}"))
-        .spawn(move || {
-            let value = f();
-            // The receiver is gone only if the test already failed by timeout.
-            let _ = tx.send(value);
-        })
-        .expect("could not start the hang-guard helper thread");
-    match rx.recv_timeout(limit) {
-        Ok(value) => {
-            let _ = handle.join();
-            value
-        }
-        Err(mpsc::RecvTimeoutError::Disconnected) => match handle.join() {
-            Err(payload) => std::panic::resume_unwind(payload),
-            Ok(()) => unreachable!("helper thread ended without a result and without panicking"),
-        },
-        Err(mpsc::RecvTimeoutError::Timeout) => panic!(
-            "HANG: `{what}` did not finish within {limit:?} (deadlock, lost wake-up, lost \
-             signal or a missing Exit/Down in the VM?)"
-        ),
-    }
-}
+#[path = "../hang_guard/mod.rs"]
+mod hang_guard;
+/// The hang guard (`hang_guard::with_timeout`) under the name these tests use.
+#[allow(unused_imports)] // not every test file uses it
+pub use hang_guard::with_timeout as guarded;
 
 /// A VM with `schedulers` schedulers and no crash reports.
 pub fn build_vm(schedulers: usize) -> Vm {
