@@ -8,8 +8,10 @@
 //!    the first step of ending; a process's pid is alive exactly while its entry holds it.
 //! 3. At most `max` entries hold a process at once (`reserve` before `insert`).
 //!
-//! Entries live in segments allocated on first use, so the table costs memory in proportion to
-//! the most processes alive at once, not to `max`.
+//! Entries live in segments allocated on first use, each twice the size of the one before
+//! (1 Ki entries, then 2 Ki, 4 Ki, ...), so the table costs memory in proportion to the most
+//! processes alive at once (within a factor of two), not to `max`: 24 KiB for a VM that never
+//! held more than 1,024 processes, 24 MiB at a million.
 
 use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -17,10 +19,25 @@ use std::sync::{Arc, Mutex, OnceLock};
 use crate::control_block::Process;
 use crate::pid::Pid;
 
-/// Entries per segment. 64 Ki entries × 24 bytes = 1.5 MiB per segment; guessed as a balance
-/// between the cost of an empty VM and the number of segments at 4 M processes (64).
-const SEGMENT_BITS: u32 = 16;
-const SEGMENT_LEN: usize = 1 << SEGMENT_BITS;
+/// Entries in the first segment (log2); segment `s` holds `1 << (FIRST_SEGMENT_BITS + s)`.
+/// 1 Ki entries × 24 bytes = 24 KiB: what an empty VM pays.
+const FIRST_SEGMENT_BITS: u32 = 10;
+
+/// Segments enough for every `u32` index.
+const SEGMENTS: usize = (u32::BITS + 1 - FIRST_SEGMENT_BITS) as usize;
+
+/// The segment holding `index` and the offset in it.
+fn locate(index: u32) -> (usize, usize) {
+    let shifted = u64::from(index) + (1 << FIRST_SEGMENT_BITS);
+    let segment = (u64::BITS - 1 - shifted.leading_zeros() - FIRST_SEGMENT_BITS) as usize;
+    let offset = (shifted - (1 << (FIRST_SEGMENT_BITS as usize + segment))) as usize;
+    (segment, offset)
+}
+
+/// The first index of segment `segment`.
+fn first_index(segment: usize) -> u32 {
+    ((1u64 << (FIRST_SEGMENT_BITS as usize + segment)) - (1 << FIRST_SEGMENT_BITS)) as u32
+}
 
 struct EntryState {
     generation: u64,
@@ -31,7 +48,7 @@ type Entry = Mutex<EntryState>;
 
 /// The process table of one VM.
 pub(crate) struct ProcessTable {
-    /// Segments of entries; segment `s` holds indices `[s * SEGMENT_LEN, (s+1) * SEGMENT_LEN)`.
+    /// Segments of entries (see [`locate`]); only those `max` can reach exist.
     segments: Box<[OnceLock<Box<[Entry]>>]>,
     /// Free indices to reuse, sharded by index so that spawns and exits on different workers
     /// rarely meet on a lock. Each shard is LIFO (for cache locality), under its mutex.
@@ -55,7 +72,8 @@ const FREE_SHARDS: usize = 16;
 
 impl ProcessTable {
     pub(crate) fn new(vm: u32, max: usize) -> ProcessTable {
-        let segment_count = max.div_ceil(SEGMENT_LEN);
+        let last_index = u32::try_from(max.saturating_sub(1)).unwrap_or(u32::MAX);
+        let segment_count = (locate(last_index).0 + 1).min(SEGMENTS);
         ProcessTable {
             segments: (0..segment_count).map(|_| OnceLock::new()).collect(),
             free: std::array::from_fn(|_| Mutex::new(Vec::new())),
@@ -68,15 +86,14 @@ impl ProcessTable {
     }
 
     fn entry(&self, index: u32) -> Option<&Entry> {
-        let segment = self.segments.get((index >> SEGMENT_BITS) as usize)?;
-        let entries = segment.get()?;
-        entries.get(index as usize & (SEGMENT_LEN - 1))
+        let (segment, offset) = locate(index);
+        self.segments.get(segment)?.get()?.get(offset)
     }
 
     fn entry_or_create(&self, index: u32) -> &Entry {
-        let segment = &self.segments[(index >> SEGMENT_BITS) as usize];
-        let entries = segment.get_or_init(|| {
-            (0..SEGMENT_LEN)
+        let (segment, offset) = locate(index);
+        let entries = self.segments[segment].get_or_init(|| {
+            (0..1usize << (FIRST_SEGMENT_BITS as usize + segment))
                 .map(|_| {
                     Mutex::new(EntryState {
                         generation: 0,
@@ -85,7 +102,7 @@ impl ProcessTable {
                 })
                 .collect()
         });
-        &entries[index as usize & (SEGMENT_LEN - 1)]
+        &entries[offset]
     }
 
     /// Counts one more process. Returns `false` at the limit.
@@ -181,7 +198,9 @@ impl ProcessTable {
     pub(crate) fn processes(&self) -> Vec<Arc<Process>> {
         let mut all = Vec::new();
         for segment in self.segments.iter() {
-            let Some(entries) = segment.get() else { break };
+            let Some(entries) = segment.get() else {
+                continue;
+            };
             for entry in entries.iter() {
                 if let Some(process) = &entry.lock().unwrap_or_else(|e| e.into_inner()).process {
                     all.push(process.clone());
@@ -195,15 +214,56 @@ impl ProcessTable {
     pub(crate) fn pids(&self) -> Vec<Pid> {
         let mut pids = Vec::with_capacity(self.len());
         for (segment_index, segment) in self.segments.iter().enumerate() {
-            let Some(entries) = segment.get() else { break };
+            let Some(entries) = segment.get() else {
+                continue;
+            };
             for (offset, entry) in entries.iter().enumerate() {
                 let state = entry.lock().unwrap_or_else(|e| e.into_inner());
                 if state.process.is_some() {
-                    let index = ((segment_index << SEGMENT_BITS) | offset) as u32;
+                    let index = first_index(segment_index) + offset as u32;
                     pids.push(Pid::new(self.vm, index, state.generation));
                 }
             }
         }
         pids
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn segments_double_and_cover_every_index() {
+        assert_eq!(locate(0), (0, 0));
+        assert_eq!(locate(1023), (0, 1023));
+        assert_eq!(locate(1024), (1, 0));
+        assert_eq!(locate(3071), (1, 2047));
+        assert_eq!(locate(3072), (2, 0));
+        assert_eq!(locate(u32::MAX).0, SEGMENTS - 1);
+        for segment in 0..SEGMENTS - 1 {
+            let first = first_index(segment);
+            assert_eq!(locate(first), (segment, 0));
+            let last = first_index(segment + 1) - 1;
+            assert_eq!(
+                locate(last),
+                (segment, (1 << (FIRST_SEGMENT_BITS as usize + segment)) - 1)
+            );
+        }
+    }
+
+    #[test]
+    fn a_table_reaches_exactly_max_entries() {
+        for max in [1, 1024, 1025, 3072, 3073, 1_000_000] {
+            let table = ProcessTable::new(0, max);
+            let reachable: usize = (0..table.segments.len())
+                .map(|s| 1usize << (FIRST_SEGMENT_BITS as usize + s))
+                .sum();
+            assert!(reachable >= max, "max {max}: only {reachable} entries");
+            assert!(
+                reachable < 2 * max + 2048,
+                "max {max}: {reachable} entries is too many"
+            );
+        }
     }
 }
