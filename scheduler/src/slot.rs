@@ -91,11 +91,6 @@ use crate::Schedulable;
 /// checked against `sysconf(_SC_PAGESIZE)` when a pool is created.
 pub(crate) const GUARD_SIZE: usize = 4096;
 
-/// Bytes at the top of a slot that `trim` keeps even without a resident, so that the next
-/// process started there does not fault its first pages in again. Guessed: a fresh process
-/// uses well under 4 KiB; a few more pages cover typical call depths.
-const WARM_TOP: usize = 16 * 1024;
-
 /// Bytes copied below the calibrated lowest live word, in case a future corosensei pushes one
 /// more register. Guessed; it costs ~1 ns per copy.
 const COPY_MARGIN: usize = 16;
@@ -427,8 +422,10 @@ impl<P: Schedulable> SlotPool<P> {
     }
 
     /// Gives the memory of dead stack pages back to the OS, for at most `budget` used slots:
-    /// everything below a parked resident's live frames, and all but the top
-    /// [`WARM_TOP`] bytes of a slot without a resident. Slots that are busy are skipped; the
+    /// everything below a parked resident's live frames, and the whole of a slot without a
+    /// resident. (Trimming runs at most once a second and only on an idle worker, so the next
+    /// process started on a trimmed slot pays two or three page faults, ~1 µs, once; keeping
+    /// a warm top instead would let the resident set grow with the most slots ever enabled.) Slots that are busy are skipped; the
     /// processes that waited for a slot while we trimmed it go to `requeue`.
     pub(crate) fn trim(&self, budget: usize, requeue: &mut dyn FnMut(Arc<P>)) {
         let enabled = self.enabled.load(Ordering::Acquire);
@@ -462,8 +459,11 @@ impl<P: Schedulable> SlotPool<P> {
                 Some(resident) => unsafe { resident.fiber().live_low(self.live_offset) },
                 None => None,
             };
-            let keep_from = live_low.unwrap_or(stack.base.get() - WARM_TOP);
-            let end = keep_from.saturating_sub(GUARD_SIZE) & !(GUARD_SIZE - 1);
+            // A page of margin below a resident's live frames; nothing kept without one.
+            let end = match live_low {
+                Some(low) => low.saturating_sub(GUARD_SIZE) & !(GUARD_SIZE - 1),
+                None => stack.base.get() & !(GUARD_SIZE - 1),
+            };
             if end > floor {
                 // SAFETY: [floor, end) lies in the held slot below every live byte of its
                 // resident (or the slot has none); dropping those pages is invisible to it.
