@@ -10,8 +10,8 @@
 //!
 //! # Solution
 //!
-//! An [`Entry`] keeps a body of up to three words inline (most closures capture a pid or two;
-//! larger ones are boxed) with a `start` function monomorphized for the body's type. `start`
+//! An [`Entry`] keeps a body of up to four words inline (most closures capture a pid and a
+//! value or two, e.g. skynet's parent, level and number; larger ones are boxed) with a `start` function monomorphized for the body's type. `start`
 //! creates the coroutine on the concrete closure type, so the body is called directly.
 //!
 //! # Invariants
@@ -26,7 +26,7 @@ use corosensei::Coroutine;
 use crate::fiber::{FiberCoroutine, FiberYielder};
 use crate::slot::SlotStack;
 
-type Storage = MaybeUninit<[usize; 3]>;
+type Storage = MaybeUninit<[usize; 4]>;
 
 /// A type-erased `FnOnce() + Send + 'static` that has not started yet.
 pub(crate) struct Entry {
@@ -93,7 +93,7 @@ unsafe fn drop_body<F: FnOnce() + Send + 'static>(storage: *mut Storage) {
 }
 
 impl Entry {
-    /// Stores `body` (inline if it fits in three words).
+    /// Stores `body` (inline if it fits in four words).
     pub(crate) fn new<F: FnOnce() + Send + 'static>(body: F) -> Entry {
         let mut storage = Storage::uninit();
         if fits_inline::<F>() {

@@ -33,7 +33,7 @@
 use std::any::Any;
 use std::cell::RefCell;
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::sync::Mutex;
 
 use crate::envelope::Envelope;
@@ -55,13 +55,15 @@ pub(crate) struct Mailbox {
     incoming: Mutex<VecDeque<Message>>,
     /// The receiver's private queue.
     seen: Seen,
-    /// Messages ever pushed. Written only under `incoming`'s lock (a plain load and store, no
-    /// read-modify-write), read by anyone; Relaxed, like `taken`.
-    pushed: AtomicUsize,
+    /// Messages ever pushed, modulo 2^32 (a mailbox never holds 2^31 messages, so the
+    /// wrapping difference with `taken` is exact). Written only under `incoming`'s lock (a plain
+    /// load and store, no read-modify-write), read by anyone; Relaxed, like `taken`.
+    pushed: AtomicU32,
     /// Messages ever taken out (received or dropped). Written only by the owner. The length of
     /// the mailbox is `pushed - taken`: exact once the sends and receives it counts have
     /// returned, and without an atomic read-modify-write on either side.
-    taken: AtomicUsize,
+    /// Modulo 2^32, like `pushed`.
+    taken: AtomicU32,
     /// Heap bytes of the queued messages that are boxed (small messages travel inline in their
     /// envelope and are counted as envelopes). Relaxed, like `pushed`; untouched by small
     /// messages, so the common path pays no extra atomic operation.
@@ -82,8 +84,8 @@ impl Mailbox {
         Mailbox {
             incoming: Mutex::new(VecDeque::new()),
             seen: Seen(RefCell::new(VecDeque::new())),
-            pushed: AtomicUsize::new(0),
-            taken: AtomicUsize::new(0),
+            pushed: AtomicU32::new(0),
+            taken: AtomicU32::new(0),
             heap_bytes: AtomicUsize::new(0),
         }
     }
@@ -96,7 +98,7 @@ impl Mailbox {
             incoming.push_back(message);
             // Relaxed: the lock serializes the writers; readers only need a recent value.
             let pushed = self.pushed.load(Ordering::Relaxed);
-            self.pushed.store(pushed + 1, Ordering::Relaxed);
+            self.pushed.store(pushed.wrapping_add(1), Ordering::Relaxed);
         }
         if heap_bytes > 0 {
             self.heap_bytes.fetch_add(heap_bytes, Ordering::Relaxed);
@@ -106,9 +108,15 @@ impl Mailbox {
     /// Messages in the mailbox.
     pub(crate) fn len(&self) -> usize {
         // Relaxed: see the fields. `taken` is read second, so a concurrent receive can only make
-        // it larger than the `pushed` we read: saturate instead of wrapping.
+        // it larger than the `pushed` we read; that shows as a "negative" difference, which
+        // counts as empty.
         let pushed = self.pushed.load(Ordering::Relaxed);
-        pushed.saturating_sub(self.taken.load(Ordering::Relaxed))
+        let len = pushed.wrapping_sub(self.taken.load(Ordering::Relaxed));
+        if len > u32::MAX / 2 {
+            0
+        } else {
+            len as usize
+        }
     }
 
     /// Approximate bytes held by queued messages: their envelopes and boxed contents.
@@ -186,7 +194,9 @@ impl Mailbox {
     fn account_removed(&self, messages: usize, heap_bytes: usize) {
         // Relaxed: only the owner writes `taken`.
         let taken = self.taken.load(Ordering::Relaxed);
-        self.taken.store(taken + messages, Ordering::Relaxed);
+        // Truncation is the modulo-2^32 counting `taken` documents.
+        self.taken
+            .store(taken.wrapping_add(messages as u32), Ordering::Relaxed);
         if heap_bytes > 0 {
             self.heap_bytes.fetch_sub(heap_bytes, Ordering::Relaxed);
         }
