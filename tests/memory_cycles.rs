@@ -1,13 +1,22 @@
 //! Ten million spawn/exit cycles end with the resident set the first wave left (the VM gives
 //! memory back when idle). Alone in its test binary: it compares this OS process's `VmRSS`
 //! before and after, which another test's allocations in the same process would skew.
+//!
+//! The guard is absolute, not relative: what is left after the VM gives memory back varies by a
+//! few hundred KiB from run to run with where glibc's per-thread arenas end (`malloc_trim`
+//! does not shrink the top of a thread's heap) and with how many spare threads the watchdog
+//! started on a busy machine; on a quiet machine the end is within a few percent of the start
+//! (the figure this test prints). A leak of even 0.2 bytes per cycle would cross the guard.
 
 mod heavy_common;
 
 use heavy_common::{guarded, mib, wait_until_no_processes, waves_then_idle, WAVE, WAVES};
 use starling::Vm;
 
-// (b) ten million spawn/exit cycles in waves of 100,000 end within +25 % of the RSS after the
+/// What 10 M cycles may add to the resident set: 0.2 bytes per cycle.
+const GUARD: usize = 2 << 20;
+
+// (b) ten million spawn/exit cycles in waves of 100,000 end within 2 MiB of the RSS after the
 // first wave.
 #[test]
 fn ten_million_spawn_exit_cycles_stay_near_the_first_wave() {
@@ -24,11 +33,12 @@ fn ten_million_spawn_exit_cycles_stay_near_the_first_wave() {
             mib(end)
         );
         assert!(
-            end as f64 <= warm as f64 * 1.25,
-            "RSS grew from {:.1} MiB to {:.1} MiB over {} spawn/exit cycles (guard +25 %)",
+            end <= warm + GUARD,
+            "RSS grew from {:.1} MiB to {:.1} MiB over {} spawn/exit cycles (guard +{:.0} MiB)",
             mib(warm),
             mib(end),
-            WAVE * WAVES
+            WAVE * WAVES,
+            mib(GUARD)
         );
         wait_until_no_processes(&vm);
     });
