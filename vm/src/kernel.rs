@@ -225,10 +225,12 @@ pub(crate) fn deliver(vm: &VmShared, pid: Pid, message: Message) {
     if pid.vm != vm.id {
         return;
     }
-    if let Some(target) = vm.table.get(pid) {
+    // Under the entry's lock (lock order: table entry, then mailbox, then the scheduler's
+    // own); nothing that holds a mailbox or scheduler lock ever takes an entry's.
+    vm.table.with(pid, |target| {
         target.mailbox.push(message);
-        vm.runtime.wake(&target);
-    }
+        vm.runtime.wake(target);
+    });
 }
 
 /// Ends the calling process with `reason` (Elixir's `Kernel.exit/1`). Unwinds the process's
