@@ -17,7 +17,7 @@
 //! # Invariants
 //!
 //! 1. `storage` holds a valid, owned body (inline or as a `Box`'s pointer, per the `start` and
-//!    `drop` functions chosen for its type) until `start` or `drop` consumes it, exactly once.
+//!    `drop` functions of the vtable chosen for its type) until `start` or `drop` consumes it, exactly once.
 
 use std::mem::{align_of, size_of, ManuallyDrop, MaybeUninit};
 
@@ -31,11 +31,30 @@ type Storage = MaybeUninit<[usize; 4]>;
 /// A type-erased `FnOnce() + Send + 'static` that has not started yet.
 pub(crate) struct Entry {
     storage: Storage,
+    /// The functions for the stored body's type. One pointer, not two: an `Entry` is then as
+    /// large as a started coroutine, so the fiber's body enum costs no more than either (the
+    /// control block is most of what a parked process costs).
+    vtable: &'static EntryVTable,
+}
+
+/// What an [`Entry`] can do with its body, monomorphized per body type.
+struct EntryVTable {
     /// Creates the coroutine that runs the body; stores the coroutine's yielder at the given
     /// address when it starts.
     start: unsafe fn(*mut Storage, SlotStack, *mut *const FiberYielder) -> FiberCoroutine,
     /// Drops a body that never started.
     drop: unsafe fn(*mut Storage),
+}
+
+/// Holds the [`EntryVTable`] of body type `F` as an associated constant, so that a reference
+/// to it is promoted to a `'static`.
+struct VTableOf<F>(std::marker::PhantomData<F>);
+
+impl<F: FnOnce() + Send + 'static> VTableOf<F> {
+    const VTABLE: EntryVTable = EntryVTable {
+        start: start::<F>,
+        drop: drop_body::<F>,
+    };
 }
 
 // SAFETY: invariant 1; the stored body is `Send`.
@@ -106,8 +125,7 @@ impl Entry {
         }
         Entry {
             storage,
-            start: start::<F>,
-            drop: drop_body::<F>,
+            vtable: &VTableOf::<F>::VTABLE,
         }
     }
 
@@ -125,14 +143,14 @@ impl Entry {
         let mut this = ManuallyDrop::new(self);
         // SAFETY: invariant 1: the body is consumed here, once; `ManuallyDrop` keeps `Drop`
         // from consuming it again. The caller guarantees the rest.
-        unsafe { (this.start)(&mut this.storage, stack, yielder_out) }
+        unsafe { (this.vtable.start)(&mut this.storage, stack, yielder_out) }
     }
 }
 
 impl Drop for Entry {
     fn drop(&mut self) {
         // SAFETY: invariant 1: a body that never started is dropped here, once.
-        unsafe { (self.drop)(&mut self.storage) }
+        unsafe { (self.vtable.drop)(&mut self.storage) }
     }
 }
 

@@ -18,7 +18,7 @@
 //! by the worker that owns it as Running), so it is never on two queues at once.
 
 use std::cell::{Cell, UnsafeCell};
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 
 use corosensei::trap::CoroutineTrapHandler;
 use corosensei::{Coroutine, CoroutineResult, Yielder};
@@ -253,6 +253,12 @@ struct Core {
     saved_low: usize,
     /// Reductions left in the current slice.
     budget: i32,
+    /// Set by the overflow trampoline (`overflow.rs`; Release, paired with the Acquire in
+    /// `Fiber::overflowed`) on the thread running the fiber when the coroutine hit its guard
+    /// page; read by that thread once `resume` returned. Atomic because the trampoline writes
+    /// it through a raw address. Here rather than in `Fiber` because it fits in `budget`'s
+    /// padding (the control block is most of what a parked process costs).
+    overflowed: AtomicBool,
     /// Base (highest address) of the home slot's stack; 0 before the first run.
     stack_base: usize,
 }
@@ -272,11 +278,9 @@ pub struct Fiber {
     /// Total reductions spent. Written by the owner, read by introspection; Relaxed.
     reductions: AtomicU64,
     /// Bytes of stack this fiber holds: its saved buffer while evicted, its live frames while
-    /// resident (as of its last suspension). Relaxed; introspection only.
-    stack_bytes: AtomicUsize,
-    /// Set by the overflow trampoline (Release) when the coroutine hit its guard page; read by
-    /// the worker (Acquire) after the coroutine completed.
-    overflowed: AtomicBool,
+    /// resident (as of its last suspension). Relaxed; introspection only. 32 bits: a slot is
+    /// far smaller than 4 GiB.
+    stack_bytes: AtomicU32,
     core: UnsafeCell<Core>,
 }
 
@@ -298,8 +302,7 @@ impl Fiber {
             home: AtomicU32::new(NO_SLOT),
             wait_generation: AtomicU32::new(0),
             reductions: AtomicU64::new(0),
-            stack_bytes: AtomicUsize::new(0),
-            overflowed: AtomicBool::new(false),
+            stack_bytes: AtomicU32::new(0),
             core: UnsafeCell::new(Core {
                 body: Body::Waiting(entry),
                 yielder: std::ptr::null(),
@@ -307,6 +310,7 @@ impl Fiber {
                 saved: Vec::new(),
                 saved_low: 0,
                 budget: REDUCTIONS_PER_SLICE,
+                overflowed: AtomicBool::new(false),
                 stack_base: 0,
             }),
         }
@@ -318,14 +322,22 @@ impl Fiber {
     }
 
     /// Returns `true` if the fiber ended by overflowing its stack (see `overflow.rs`).
-    pub fn overflowed(&self) -> bool {
+    ///
+    /// # Safety
+    ///
+    /// Called on the thread that ran the fiber, after `resume` returned (it owns the core).
+    pub(crate) unsafe fn overflowed(&self) -> bool {
+        // SAFETY: the caller owns the core; a shared borrow of one atomic field.
+        let flag = unsafe { &(*self.core.get()).overflowed };
         // Acquire: pairs with the Release store of the overflow trampoline.
-        self.overflowed.load(Ordering::Acquire)
+        flag.load(Ordering::Acquire)
     }
 
     /// Address of the overflow flag, for the trampoline (which must not capture references).
     pub(crate) fn overflow_flag(&self) -> usize {
-        &self.overflowed as *const AtomicBool as usize
+        // SAFETY: only the field's address is taken (no reference is created); the core lives
+        // as long as the fiber.
+        unsafe { std::ptr::addr_of!((*self.core.get()).overflowed) as usize }
     }
 
     /// The trap handler of this fiber's coroutine if its home slot starts at `slot_start`.
@@ -353,7 +365,7 @@ impl Fiber {
     /// Bytes of stack this fiber holds (see the field's docs).
     pub fn stack_bytes(&self) -> usize {
         // Relaxed: introspection.
-        self.stack_bytes.load(Ordering::Relaxed)
+        self.stack_bytes.load(Ordering::Relaxed) as usize
     }
 
     pub(crate) fn home(&self) -> Option<u32> {
@@ -413,7 +425,7 @@ impl Fiber {
         core.saved_low = low;
         // Relaxed: introspection.
         self.stack_bytes
-            .store(core.saved.capacity(), Ordering::Relaxed);
+            .store(saturating_u32(core.saved.capacity()), Ordering::Relaxed);
     }
 
     /// The lowest live address of this suspended resident's frames, if it has started.
@@ -495,7 +507,8 @@ impl Fiber {
                     .stack_base
                     .saturating_sub(core.suspend_stack_pointer.get());
                 // Relaxed: introspection.
-                self.stack_bytes.store(live, Ordering::Relaxed);
+                self.stack_bytes
+                    .store(saturating_u32(live), Ordering::Relaxed);
                 match reason {
                     Suspend::Park => RunOutcome::Parked,
                     Suspend::Yield => RunOutcome::Yielded,
@@ -572,4 +585,9 @@ impl Drop for Fiber {
             }
         }
     }
+}
+
+/// `bytes` as a `u32`, saturating (for the introspection-only `stack_bytes`).
+fn saturating_u32(bytes: usize) -> u32 {
+    u32::try_from(bytes).unwrap_or(u32::MAX)
 }

@@ -314,7 +314,8 @@ impl<P: Schedulable> WorkerLocal<P> {
                 self.shared.notify_one();
             }
             RunOutcome::Completed => {
-                if fiber.overflowed() {
+                // SAFETY: this worker ran the fiber and `resume` returned: it owns the core.
+                if unsafe { fiber.overflowed() } {
                     // Its frames are gone (overflow.rs); the owner ends it from here.
                     process.overflowed();
                 }
