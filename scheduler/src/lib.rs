@@ -49,8 +49,10 @@
 //! once; while one searches, submitters wake nobody), then re-checks every queue after
 //! registering as a sleeper and sleeps on its parker until woken or until its next timer is
 //! due: an idle runtime uses no CPU. Once a second, a worker about to sleep gives memory back:
-//! dead stack pages below parked processes' frames and in unused slots (`madvise`), and freed
-//! heap (`malloc_trim`).
+//! dead stack pages below parked processes' frames and in unused slots (`madvise`), the
+//! finished processes the workers kept for reuse (`Config::recycle`: a worker that held the last
+//! reference to a finished process keeps it, up to a bound, so the next spawn on it reuses the
+//! allocation), and freed heap (`malloc_trim`).
 //!
 //! # Processes that never yield
 //!

@@ -73,6 +73,13 @@ pub struct Config {
     /// Spare worker threads the watchdog may start for stuck workers: this many processes can
     /// be stuck at once (never calling the VM) without starving the others.
     pub spares: usize,
+    /// Finished processes each worker may keep for [`Runtime::take_recycled`] (0: none). A
+    /// worker keeps a process that completed on it only if it holds the last reference, so the
+    /// owner can reuse the allocation for a new process instead of freeing one and allocating
+    /// another (which, with a process allocated on one worker and freed on another, makes the
+    /// allocator's threads contend). Idle workers drop what they keep when they give memory
+    /// back, and `join` drops the rest.
+    pub recycle: usize,
 }
 
 impl Default for Config {
@@ -86,6 +93,7 @@ impl Default for Config {
             long_schedule: DEFAULT_LONG_SCHEDULE,
             on_long_schedule: None,
             spares: DEFAULT_SPARES,
+            recycle: 0,
         }
     }
 }
@@ -272,6 +280,10 @@ pub(crate) struct WorkerShared<P> {
     /// The worker's thread runs its loop: always for schedulers, while activated for spares.
     /// Relaxed: a hint that lets thieves skip dormant spares, whose queues are empty.
     pub(crate) active: AtomicBool,
+    /// Finished processes this worker holds the only reference to, kept for reuse
+    /// (`Config::recycle`). Under this mutex: pushed by the worker's thread, popped by processes
+    /// spawning on it (the same thread, but a spare standing in for a stuck worker may too).
+    pub(crate) recycled: Mutex<Vec<Arc<P>>>,
 }
 
 /// State shared by all workers of one runtime (and by processes, through their context).
@@ -289,6 +301,8 @@ pub(crate) struct Shared<P> {
     /// Instant of timer tick 0.
     pub(crate) origin: Instant,
     /// Seed of the randomized test mode, if on (see `Config::randomize`).
+    /// Finished processes each worker may keep (`Config::recycle`).
+    pub(crate) recycle: usize,
     pub(crate) randomize: Option<u64>,
     /// Prefix of thread names.
     thread_name: String,
@@ -475,10 +489,20 @@ impl<P: Schedulable> Shared<P> {
         if requeued {
             self.notify_one();
         }
+        self.drop_recycled();
         #[cfg(all(target_os = "linux", target_env = "gnu"))]
         // SAFETY: malloc_trim has no preconditions; it only returns free heap pages to the OS.
         unsafe {
             libc::malloc_trim(0);
+        }
+    }
+
+    /// Drops the finished processes every worker kept for reuse.
+    pub(crate) fn drop_recycled(&self) {
+        for worker in self.workers.iter() {
+            let kept =
+                std::mem::take(&mut *worker.recycled.lock().unwrap_or_else(|e| e.into_inner()));
+            drop(kept);
         }
     }
 
@@ -675,6 +699,7 @@ impl<P: Schedulable> Runtime<P> {
                     active: AtomicBool::new(false),
                     spawned: AtomicU64::new(0),
                     finished: AtomicU64::new(0),
+                    recycled: Mutex::new(Vec::new()),
                 })
                 .collect(),
             idle: Idle::new(),
@@ -683,6 +708,7 @@ impl<P: Schedulable> Runtime<P> {
             shutdown: AtomicBool::new(false),
             origin,
             randomize: config.randomize,
+            recycle: config.recycle,
             schedulers: config.schedulers,
             watchdog: WatchdogShared::new(),
             watchdog_exit: AtomicBool::new(false),
@@ -776,6 +802,33 @@ impl<P: Schedulable> Runtime<P> {
         self.shared.schedule_new(process);
     }
 
+    /// A finished process this worker kept for reuse (`Config::recycle`), if the caller runs on
+    /// a worker of this runtime and the worker has one. Nothing else references it: the caller
+    /// may overwrite it in place (`Arc::get_mut` succeeds).
+    pub fn take_recycled(&self) -> Option<Arc<P>> {
+        let index = self.shared.local_index()?;
+        self.shared.workers[index]
+            .recycled
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .pop()
+    }
+
+    /// Finished processes the workers keep for reuse right now (introspection).
+    pub fn recycled_len(&self) -> usize {
+        self.shared
+            .workers
+            .iter()
+            .map(|worker| {
+                worker
+                    .recycled
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .len()
+            })
+            .sum()
+    }
+
     /// Wakes `process` if it is parked (from any thread). A process woken by a process running
     /// on a worker of this runtime runs next on that worker.
     pub fn wake(&self, process: &Arc<P>) {
@@ -853,6 +906,9 @@ impl<P: Schedulable> Runtime<P> {
         for worker in shared.workers.iter() {
             worker.timers.clear();
         }
+        // Kept processes may own the runtime's owner (the VM's shared state): drop them now,
+        // or the cycle would keep everything alive.
+        shared.drop_recycled();
     }
 }
 

@@ -330,9 +330,26 @@ impl<P: Schedulable> WorkerLocal<P> {
                     }
                 }
                 drop(resident);
-                drop(process);
+                self.keep_or_drop(process);
                 self.shared.fiber_finished(self.index);
             }
+        }
+    }
+
+    /// Keeps a completed process for reuse (`Config::recycle`) if this worker holds its last
+    /// reference and has room; drops it otherwise.
+    fn keep_or_drop(&self, process: Arc<P>) {
+        // No `Weak` is ever made of a process, so a strong count of one means nobody else can
+        // reach it any more (and nobody can start to: that needs a reference).
+        if self.shared.recycle == 0 || Arc::strong_count(&process) != 1 {
+            return;
+        }
+        let mut kept = self.shared.workers[self.index]
+            .recycled
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if kept.len() < self.shared.recycle {
+            kept.push(process);
         }
     }
 

@@ -52,13 +52,12 @@ where
     // Spread concurrent spawners over the free-index shards by where they run.
     let hint = starling_scheduler::current_process::<Process>()
         .map_or(0, |process| process.as_ptr() as usize / 64);
+    // A control block this scheduler kept from a finished process, if any (taken before the
+    // table entry's lock: dropping the old contents runs their destructors).
+    let recycled = vm.runtime.take_recycled();
     let process = vm.table.insert(hint, |pid| {
-        Arc::new(Process::new(
-            pid,
-            vm.clone(),
-            Fiber::new(entry),
-            options.on_exit,
-        ))
+        let fresh = Process::new(pid, vm.clone(), Fiber::new(entry), options.on_exit);
+        reuse_or_allocate(recycled, fresh)
     });
     let pid = process.pid;
     if let Some(parent) = options.link {
@@ -75,6 +74,22 @@ where
     }
     vm.runtime.spawn(process);
     Ok((pid, monitor))
+}
+
+/// Puts `fresh` into `recycled`'s allocation if nothing else references it, else into a new
+/// one. The old contents are a finished process's husk (its mailbox, locals and links were
+/// emptied when it ended).
+fn reuse_or_allocate(recycled: Option<Arc<Process>>, fresh: Process) -> Arc<Process> {
+    match recycled {
+        Some(mut block) => match Arc::get_mut(&mut block) {
+            Some(husk) => {
+                drop(std::mem::replace(husk, fresh));
+                block
+            }
+            None => Arc::new(fresh),
+        },
+        None => Arc::new(fresh),
+    }
 }
 
 /// The last step of every process body. Kept out of line: the entry closure's frame stays on
@@ -247,4 +262,72 @@ pub fn exit(reason: ExitReason) -> ! {
         me.kill_self(reason);
     }
     std::panic::resume_unwind(Box::new(ExitUnwind))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::cell::RefCell;
+    use std::sync::Arc;
+
+    use crate::control_block::current;
+    use crate::process::monitor;
+    use crate::{process, receive, receive_timeout, send, spawn, Down, ExitReason, Vm};
+
+    crate::process_local! {
+        static MARK: RefCell<u32> = RefCell::new(0);
+    }
+
+    /// The address of the live process `pid`'s control block (the reference is dropped at once,
+    /// so it does not keep the block from being recycled).
+    fn block_address(pid: crate::Pid) -> usize {
+        let process = current("test").vm.table.get(pid).expect("alive");
+        Arc::as_ptr(&process) as usize
+    }
+
+    /// On one scheduler, a process that ended leaves its control block to the next spawn, and
+    /// the new process starts fresh there: no messages, no locals, not trapping exits, not
+    /// killed, its own pid.
+    #[test]
+    fn a_recycled_control_block_starts_fresh() {
+        let vm = Vm::builder().schedulers(1).build().unwrap();
+        let result = vm.run(|| {
+            let root = crate::self_pid();
+            let first = spawn(move || {
+                process::trap_exit(true);
+                MARK.with(|mark| *mark.borrow_mut() = 7);
+                send(root, "ready");
+                // Dies here with messages still queued (sent below).
+                let () = receive::<()>();
+            });
+            let first_block = block_address(first);
+            let first_down = monitor(first);
+            assert_eq!(receive::<&str>(), "ready");
+            send(first, 1u64);
+            send(first, 2u64);
+            process::exit(first, ExitReason::Kill);
+            let down = crate::receive_match::<Down>(|down| down.monitor == first_down);
+            assert_eq!(down.reason, ExitReason::Killed);
+            let runtime = &current("test").vm.runtime;
+            let kept_before = runtime.recycled_len();
+
+            let second = spawn(move || {
+                let fresh = MARK.with(|mark| *mark.borrow()) == 0
+                    && !process::trap_exit(false)
+                    && receive_timeout::<u64>(std::time::Duration::ZERO).is_none();
+                send(root, (crate::self_pid(), fresh));
+                let () = receive::<()>();
+            });
+            let kept_after = runtime.recycled_len();
+            let second_block = block_address(second);
+            let (reported, fresh) = receive::<(crate::Pid, bool)>();
+            send(second, ());
+            (
+                (kept_before, kept_after),
+                first_block == second_block,
+                reported == second && second != first,
+                fresh,
+            )
+        });
+        assert_eq!(result, Ok(((1, 0), true, true, true)));
+    }
 }
