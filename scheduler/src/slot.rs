@@ -425,8 +425,9 @@ impl<P: Schedulable> SlotPool<P> {
     /// everything below a parked resident's live frames, and the whole of a slot without a
     /// resident. (Trimming runs at most once a second and only on an idle worker, so the next
     /// process started on a trimmed slot pays two or three page faults, ~1 µs, once; keeping
-    /// a warm top instead would let the resident set grow with the most slots ever enabled.) Slots that are busy are skipped; the
-    /// processes that waited for a slot while we trimmed it go to `requeue`.
+    /// a warm top instead would let the resident set grow with the most slots ever enabled.)
+    /// Slots that are busy are skipped; the processes that waited for a slot while we trimmed
+    /// it go to `requeue`.
     pub(crate) fn trim(&self, budget: usize, requeue: &mut dyn FnMut(Arc<P>)) {
         let enabled = self.enabled.load(Ordering::Acquire);
         if enabled == 0 {
