@@ -760,6 +760,12 @@ impl<P: Schedulable> Runtime<P> {
         self.shared.schedulers
     }
 
+    /// The index of the worker the calling thread is (schedulers first, then spares), if it is
+    /// one of this runtime's.
+    pub fn current_worker(&self) -> Option<usize> {
+        self.shared.local_index()
+    }
+
     /// Fibers spawned and not yet completed.
     pub fn live(&self) -> usize {
         self.shared.live()

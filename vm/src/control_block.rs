@@ -236,7 +236,8 @@ impl Process {
         self.exiting.store(true, Ordering::Relaxed);
         // Process-locals may run arbitrary Drop code; a panic there must not escape the fiber.
         let _ = catch_unwind(AssertUnwindSafe(|| self.locals.drop_all()));
-        self.vm.table.remove(self.pid);
+        let shard = self.vm.table.shard_of(self.vm.runtime.current_worker());
+        self.vm.table.remove(self.pid, shard);
         signal::propagate_exit(self, &reason);
         let hook = self.lock_signals().on_exit.take();
         if let Some(hook) = hook {

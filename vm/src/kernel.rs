@@ -49,13 +49,11 @@ where
         }));
         finish(outcome);
     };
-    // Spread concurrent spawners over the free-index shards by where they run.
-    let hint = starling_scheduler::current_process::<Process>()
-        .map_or(0, |process| process.as_ptr() as usize / 64);
+    let shard = vm.table.shard_of(vm.runtime.current_worker());
     // A control block this scheduler kept from a finished process, if any (taken before the
     // table entry's lock: dropping the old contents runs their destructors).
     let recycled = vm.runtime.take_recycled();
-    let process = vm.table.insert(hint, |pid| {
+    let process = vm.table.insert(shard, |pid| {
         let fresh = Process::new(pid, vm.clone(), Fiber::new(entry), options.on_exit);
         reuse_or_allocate(recycled, fresh)
     });

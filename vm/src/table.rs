@@ -50,9 +50,11 @@ type Entry = Mutex<EntryState>;
 pub(crate) struct ProcessTable {
     /// Segments of entries (see [`locate`]); only those `max` can reach exist.
     segments: Box<[OnceLock<Box<[Entry]>>]>,
-    /// Free indices to reuse, sharded by index so that spawns and exits on different workers
-    /// rarely meet on a lock. Each shard is LIFO (for cache locality), under its mutex.
-    free: [Mutex<Vec<u32>>; FREE_SHARDS],
+    /// Free indices to reuse, one shard per scheduler plus one for everyone else (spare
+    /// threads, threads outside the VM): an exit frees its index into its own scheduler's shard
+    /// and a spawn takes from its own first, so the common path takes a lock no other core has
+    /// touched lately. Each shard is LIFO (for cache locality), under its mutex.
+    free: Box<[FreeShard]>,
     /// The first never-used index. Any thread, atomically.
     next_fresh: AtomicU32,
     /// Indices in the free shards (a hint: lets `insert` skip scanning sixteen empty shards).
@@ -66,17 +68,28 @@ pub(crate) struct ProcessTable {
     vm: u32,
 }
 
-/// Shards of the free-index list. Guessed: a power of two well above the worker count, so two
-/// workers seldom pick the same shard.
-const FREE_SHARDS: usize = 16;
+/// One shard of free indices, alone on its cache lines (two: the adjacent-line prefetcher pairs
+/// them) so that two schedulers' shards never share one.
+#[repr(align(128))]
+struct FreeShard(Mutex<Vec<u32>>);
+
+impl FreeShard {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<u32>> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
 
 impl ProcessTable {
-    pub(crate) fn new(vm: u32, max: usize) -> ProcessTable {
+    /// A table for at most `max` processes of VM `vm`, whose processes run on `schedulers`
+    /// schedulers.
+    pub(crate) fn new(vm: u32, max: usize, schedulers: usize) -> ProcessTable {
         let last_index = u32::try_from(max.saturating_sub(1)).unwrap_or(u32::MAX);
         let segment_count = (locate(last_index).0 + 1).min(SEGMENTS);
         ProcessTable {
             segments: (0..segment_count).map(|_| OnceLock::new()).collect(),
-            free: std::array::from_fn(|_| Mutex::new(Vec::new())),
+            free: (0..=schedulers)
+                .map(|_| FreeShard(Mutex::new(Vec::new())))
+                .collect(),
             next_fresh: AtomicU32::new(0),
             free_len: AtomicUsize::new(0),
             count: AtomicUsize::new(0),
@@ -117,14 +130,21 @@ impl ProcessTable {
         true
     }
 
+    /// The free-index shard of the calling thread: its scheduler's, given the index of the
+    /// worker it runs (`None` outside the VM's workers), or the shared last one.
+    pub(crate) fn shard_of(&self, worker: Option<usize>) -> usize {
+        let shared = self.free.len() - 1;
+        worker.map_or(shared, |worker| worker.min(shared))
+    }
+
     /// Allocates a pid for a reserved process; `make` builds the process knowing its pid.
-    /// `hint` spreads concurrent callers over the free-list shards (any number will do).
+    /// `shard` is the caller's free-index shard ([`shard_of`](Self::shard_of)).
     pub(crate) fn insert(
         &self,
-        hint: usize,
+        shard: usize,
         make: impl FnOnce(Pid) -> Arc<Process>,
     ) -> Arc<Process> {
-        let index = self.take_free(hint).unwrap_or_else(|| {
+        let index = self.take_free(shard).unwrap_or_else(|| {
             // Relaxed: only uniqueness matters; the entry is published under its own lock.
             self.next_fresh.fetch_add(1, Ordering::Relaxed)
         });
@@ -171,8 +191,9 @@ impl ProcessTable {
         state.process.as_ref().map(f)
     }
 
-    /// Removes the process with this pid (it is ending).
-    pub(crate) fn remove(&self, pid: Pid) -> Option<Arc<Process>> {
+    /// Removes the process with this pid (it is ending); its index goes to free-index shard
+    /// `shard` (the caller's, [`shard_of`](Self::shard_of)).
+    pub(crate) fn remove(&self, pid: Pid, shard: usize) -> Option<Arc<Process>> {
         let removed = {
             let mut state = self
                 .entry(pid.index)?
@@ -184,26 +205,23 @@ impl ProcessTable {
             state.process.take()
         };
         if removed.is_some() {
-            self.free[pid.index as usize % FREE_SHARDS]
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .push(pid.index);
+            self.free[shard].lock().push(pid.index);
             self.free_len.fetch_add(1, Ordering::Relaxed);
             self.count.fetch_sub(1, Ordering::Relaxed);
         }
         removed
     }
 
-    /// A free index from the first shard, starting at `hint`, that is neither empty nor busy.
-    fn take_free(&self, hint: usize) -> Option<u32> {
+    /// A free index: from shard `shard` if it has one, else from the first other shard that
+    /// does (so an index freed on one scheduler is reused when spawns happen on another).
+    fn take_free(&self, shard: usize) -> Option<u32> {
         // Relaxed: see the field.
         if self.free_len.load(Ordering::Relaxed) == 0 {
             return None;
         }
-        let index = (0..FREE_SHARDS).find_map(|offset| {
-            let shard = &self.free[(hint + offset) % FREE_SHARDS];
-            shard.try_lock().ok()?.pop()
-        })?;
+        let shards = self.free.len();
+        let index =
+            (0..shards).find_map(|offset| self.free[(shard + offset) % shards].lock().pop())?;
         self.free_len.fetch_sub(1, Ordering::Relaxed);
         Some(index)
     }
@@ -275,7 +293,7 @@ mod tests {
     #[test]
     fn a_table_reaches_exactly_max_entries() {
         for max in [1, 1024, 1025, 3072, 3073, 1_000_000] {
-            let table = ProcessTable::new(0, max);
+            let table = ProcessTable::new(0, max, 2);
             let reachable: usize = (0..table.segments.len())
                 .map(|s| 1usize << (FIRST_SEGMENT_BITS as usize + s))
                 .sum();

@@ -218,11 +218,12 @@ impl Builder {
             StartError::Os(error) => Error::InvalidConfig(format!("the OS refused: {error}")),
         })?;
         crate::crash::install_panic_hook();
+        let schedulers = runtime.schedulers();
         Ok(Vm {
             shared: Arc::new(VmShared {
                 id,
                 runtime,
-                table: ProcessTable::new(id, self.max_processes),
+                table: ProcessTable::new(id, self.max_processes, schedulers),
                 references: References::default(),
                 registry: Registry::default(),
                 timers: Mutex::new(HashMap::new()),
