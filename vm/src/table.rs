@@ -158,17 +158,7 @@ impl ProcessTable {
 
     /// The live process with this pid.
     pub(crate) fn get(&self, pid: Pid) -> Option<Arc<Process>> {
-        if pid.vm != self.vm {
-            return None;
-        }
-        let state = self
-            .entry(pid.index)?
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
-        if state.generation != pid.generation {
-            return None;
-        }
-        state.process.clone()
+        self.with(pid, Arc::clone)
     }
 
     /// Calls `f` with the live process with this pid, under its entry's lock, without taking a
