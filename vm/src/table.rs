@@ -57,9 +57,6 @@ pub(crate) struct ProcessTable {
     free: Box<[FreeShard]>,
     /// The first never-used index. Any thread, atomically.
     next_fresh: AtomicU32,
-    /// Indices in the free shards (a hint: lets `insert` skip scanning sixteen empty shards).
-    /// Relaxed: a stale zero only means a fresh index is used where a free one existed.
-    free_len: AtomicUsize,
     /// Processes in the table (and reserved slots). Any thread, atomically.
     count: AtomicUsize,
     /// Most processes at once.
@@ -71,11 +68,38 @@ pub(crate) struct ProcessTable {
 /// One shard of free indices, alone on its cache lines (two: the adjacent-line prefetcher pairs
 /// them) so that two schedulers' shards never share one.
 #[repr(align(128))]
-struct FreeShard(Mutex<Vec<u32>>);
+struct FreeShard {
+    indices: Mutex<Vec<u32>>,
+    /// `indices.len()`, stored under the lock, read without it: lets a spawn skip other
+    /// schedulers' empty shards without touching their locks. Relaxed: a stale zero only means a
+    /// fresh index is used where a free one existed (the table grows by one entry).
+    len: AtomicUsize,
+}
 
 impl FreeShard {
-    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<u32>> {
-        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    fn new() -> Self {
+        FreeShard {
+            indices: Mutex::new(Vec::new()),
+            len: AtomicUsize::new(0),
+        }
+    }
+
+    fn push(&self, index: u32) {
+        let mut indices = self.indices.lock().unwrap_or_else(|e| e.into_inner());
+        indices.push(index);
+        // Relaxed: see the field.
+        self.len.store(indices.len(), Ordering::Relaxed);
+    }
+
+    fn pop(&self) -> Option<u32> {
+        // Relaxed: see the field.
+        if self.len.load(Ordering::Relaxed) == 0 {
+            return None;
+        }
+        let mut indices = self.indices.lock().unwrap_or_else(|e| e.into_inner());
+        let index = indices.pop();
+        self.len.store(indices.len(), Ordering::Relaxed);
+        index
     }
 }
 
@@ -87,11 +111,8 @@ impl ProcessTable {
         let segment_count = (locate(last_index).0 + 1).min(SEGMENTS);
         ProcessTable {
             segments: (0..segment_count).map(|_| OnceLock::new()).collect(),
-            free: (0..=schedulers)
-                .map(|_| FreeShard(Mutex::new(Vec::new())))
-                .collect(),
+            free: (0..=schedulers).map(|_| FreeShard::new()).collect(),
             next_fresh: AtomicU32::new(0),
-            free_len: AtomicUsize::new(0),
             count: AtomicUsize::new(0),
             max,
             vm,
@@ -195,8 +216,7 @@ impl ProcessTable {
             state.process.take()
         };
         if removed.is_some() {
-            self.free[shard].lock().push(pid.index);
-            self.free_len.fetch_add(1, Ordering::Relaxed);
+            self.free[shard].push(pid.index);
             self.count.fetch_sub(1, Ordering::Relaxed);
         }
         removed
@@ -205,15 +225,8 @@ impl ProcessTable {
     /// A free index: from shard `shard` if it has one, else from the first other shard that
     /// does (so an index freed on one scheduler is reused when spawns happen on another).
     fn take_free(&self, shard: usize) -> Option<u32> {
-        // Relaxed: see the field.
-        if self.free_len.load(Ordering::Relaxed) == 0 {
-            return None;
-        }
         let shards = self.free.len();
-        let index =
-            (0..shards).find_map(|offset| self.free[(shard + offset) % shards].lock().pop())?;
-        self.free_len.fetch_sub(1, Ordering::Relaxed);
-        Some(index)
+        (0..shards).find_map(|offset| self.free[(shard + offset) % shards].pop())
     }
 
     /// Processes in the table.
