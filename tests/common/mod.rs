@@ -7,8 +7,6 @@
 
 #![allow(dead_code)]
 
-use std::any::Any;
-
 use std::sync::{Arc, Mutex, Once};
 use std::thread::ThreadId;
 use std::time::{Duration, Instant};
@@ -18,10 +16,11 @@ use starling::Vm;
 /// The hang guard of an ordinary test: far above what any test needs, far below "forever".
 pub const TEST_TIMEOUT: Duration = Duration::from_secs(60);
 
+#[macro_use]
 #[path = "../hang_guard/mod.rs"]
 mod hang_guard;
-#[allow(unused_imports)] // not every test file uses it
-pub use hang_guard::with_timeout;
+#[allow(unused_imports)] // not every test file uses them
+pub use hang_guard::{panic_message, with_timeout};
 
 /// Builds a VM with `schedulers` scheduler threads.
 pub fn vm(schedulers: usize) -> Vm {
@@ -75,32 +74,9 @@ where
 /// on all three tests.
 #[allow(unused_macros)]
 macro_rules! on_schedulers {
-    ($( $(#[$attr:meta])* fn $name:ident($vm:ident) $body:block )*) => {$(
-        mod $name {
-            #[allow(unused_imports)]
-            use super::*;
-
-            fn scheduler_test_body($vm: &::starling::Vm) $body
-
-            $(#[$attr])*
-            #[test]
-            fn schedulers_1() {
-                crate::common::with_vm(1, scheduler_test_body)
-            }
-
-            $(#[$attr])*
-            #[test]
-            fn schedulers_2() {
-                crate::common::with_vm(2, scheduler_test_body)
-            }
-
-            $(#[$attr])*
-            #[test]
-            fn schedulers_4() {
-                crate::common::with_vm(4, scheduler_test_body)
-            }
-        }
-    )*};
+    ($($tests:tt)*) => {
+        per_scheduler_tests!(crate::common::with_vm; $($tests)*);
+    };
 }
 
 /// Stands in for standard output in the tutorial ports: `IO.puts(x)` becomes
@@ -168,17 +144,6 @@ fn read_current_thread_id() -> ThreadId {
 pub fn current_thread_id() -> ThreadId {
     let read: fn() -> ThreadId = std::hint::black_box(read_current_thread_id);
     read()
-}
-
-/// The text of a panic payload (`&str` or `String`), or a placeholder.
-pub fn panic_message(payload: &(dyn Any + Send)) -> String {
-    if let Some(s) = payload.downcast_ref::<&str>() {
-        (*s).to_string()
-    } else if let Some(s) = payload.downcast_ref::<String>() {
-        s.clone()
-    } else {
-        "<non-string panic payload>".to_string()
-    }
 }
 
 /// Marker that tests put in panics they cause on purpose.

@@ -1,5 +1,11 @@
-//! The hang guard shared by the test helper modules: a test body runs on a helper OS thread
-//! and the test FAILS with a message when it overruns its limit, instead of hanging the suite.
+//! What the test helper modules (`common`, `signal_common`, `heavy_common`) share: the hang
+//! guard (a test body runs on a helper OS thread and the test FAILS with a message when it
+//! overruns its limit, instead of hanging the suite), the text of a panic payload, and the
+//! macro behind `on_schedulers!` and `signal_tests!`.
+
+#![allow(dead_code, unused_macros)]
+
+use std::any::Any;
 
 use std::sync::mpsc;
 use std::time::Duration;
@@ -37,4 +43,49 @@ where
              signal or starvation in the VM?)"
         ),
     }
+}
+
+/// The text of a panic payload (`&str` or `String`), or a placeholder.
+pub fn panic_message(payload: &(dyn Any + Send)) -> String {
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        (*s).to_string()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "<non-string panic payload>".to_string()
+    }
+}
+
+/// Turns each `fn name(vm) { body }` into a module `name` with the tests `schedulers_1`,
+/// `schedulers_2` and `schedulers_4`, each calling `$with_vm(n, body)` (a function that builds
+/// an `n`-scheduler VM under a hang guard and hands it to the body). Attributes before `fn`
+/// go on all three tests. `on_schedulers!` and `signal_tests!` are this with their helper
+/// module's `with_vm`.
+macro_rules! per_scheduler_tests {
+    ($with_vm:path; $( $(#[$attr:meta])* fn $name:ident($vm:ident) $body:block )*) => {$(
+        mod $name {
+            #[allow(unused_imports)]
+            use super::*;
+
+            fn test_body($vm: &::starling::Vm) $body
+
+            $(#[$attr])*
+            #[test]
+            fn schedulers_1() {
+                $with_vm(1, test_body)
+            }
+
+            $(#[$attr])*
+            #[test]
+            fn schedulers_2() {
+                $with_vm(2, test_body)
+            }
+
+            $(#[$attr])*
+            #[test]
+            fn schedulers_4() {
+                $with_vm(4, test_body)
+            }
+        }
+    )*};
 }

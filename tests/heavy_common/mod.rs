@@ -21,8 +21,8 @@ pub const HEAVY_TIMEOUT: Duration = Duration::from_secs(120);
 
 #[path = "../hang_guard/mod.rs"]
 mod hang_guard;
-#[allow(unused_imports)] // not every test file uses it
-pub use hang_guard::with_timeout;
+#[allow(unused_imports)] // not every test file uses them
+pub use hang_guard::{panic_message, with_timeout};
 
 /// [`with_timeout`] with [`HEAVY_TIMEOUT`].
 #[track_caller]
@@ -174,17 +174,6 @@ pub fn percentile(sorted: &[Duration], p: f64) -> Duration {
     assert!(!sorted.is_empty(), "percentile of nothing");
     let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
     sorted[rank.clamp(1, sorted.len()) - 1]
-}
-
-/// The message of a panic payload (`&str` or `String`), or a placeholder.
-pub fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
-    if let Some(s) = payload.downcast_ref::<&str>() {
-        (*s).to_string()
-    } else if let Some(s) = payload.downcast_ref::<String>() {
-        s.clone()
-    } else {
-        "<non-string panic payload>".to_string()
-    }
 }
 
 // Spawn/exit waves for the memory tests (`memory.rs`, `memory_cycles.rs`).

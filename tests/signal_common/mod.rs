@@ -29,6 +29,7 @@ pub const HANG_GUARD: Duration = Duration::from_secs(60);
 /// How long a process waits for a reply that must come, before failing the test.
 pub const REPLY_LIMIT: Duration = Duration::from_secs(30);
 
+#[macro_use]
 #[path = "../hang_guard/mod.rs"]
 mod hang_guard;
 /// The hang guard (`hang_guard::with_timeout`) under the name these tests use.
@@ -135,20 +136,9 @@ pub fn with_randomized_vms(schedulers: usize, seeds: std::ops::Range<u64>, body:
         if let Err(payload) = outcome {
             panic!(
                 "{what} failed (reproduce with this seed): {}",
-                payload_text(&*payload)
+                hang_guard::panic_message(&*payload)
             );
         }
-    }
-}
-
-/// The text of a panic payload.
-pub fn payload_text(payload: &(dyn std::any::Any + Send)) -> String {
-    if let Some(s) = payload.downcast_ref::<&str>() {
-        (*s).to_string()
-    } else if let Some(s) = payload.downcast_ref::<String>() {
-        s.clone()
-    } else {
-        "<non-string panic payload>".to_string()
     }
 }
 
@@ -177,32 +167,9 @@ where
 /// `vm` is a `&Vm` (crash reports off); the body runs under the [`HANG_GUARD`]. Attributes
 /// before `fn` (e.g. `#[ignore = "BUG: ..."]`) go on all three tests.
 macro_rules! signal_tests {
-    ($( $(#[$attr:meta])* fn $name:ident($vm:ident) $body:block )*) => {$(
-        mod $name {
-            #[allow(unused_imports)]
-            use super::*;
-
-            fn signal_test_body($vm: &::starling::Vm) $body
-
-            $(#[$attr])*
-            #[test]
-            fn schedulers_1() {
-                crate::signal_common::with_vm(1, signal_test_body)
-            }
-
-            $(#[$attr])*
-            #[test]
-            fn schedulers_2() {
-                crate::signal_common::with_vm(2, signal_test_body)
-            }
-
-            $(#[$attr])*
-            #[test]
-            fn schedulers_4() {
-                crate::signal_common::with_vm(4, signal_test_body)
-            }
-        }
-    )*};
+    ($($tests:tt)*) => {
+        per_scheduler_tests!(crate::signal_common::with_vm; $($tests)*);
+    };
 }
 
 /// `ExitReason::Custom(text)`: Erlang's atom exit reasons (`exit(P, frop)`).
