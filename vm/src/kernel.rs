@@ -282,6 +282,36 @@ mod tests {
         Arc::as_ptr(&process) as usize
     }
 
+    /// Kept control blocks own a reference to the VM's shared state: dropping the VM must
+    /// still free it (the runtime drops what its workers kept when it joins them).
+    #[test]
+    fn dropping_a_vm_frees_the_blocks_its_schedulers_kept() {
+        let vm = Vm::builder().schedulers(2).build().unwrap();
+        let kept = vm
+            .run(|| {
+                let root = crate::self_pid();
+                for i in 0..100u32 {
+                    spawn(move || send(root, i));
+                }
+                for _ in 0..100 {
+                    receive::<u32>();
+                }
+                // Let the last children finish on their workers. (Idle workers drop what they
+                // keep at most once a second, and never in a runtime's first second: this whole
+                // body takes a few milliseconds.)
+                process::sleep(std::time::Duration::from_millis(20));
+                current("test").vm.runtime.recycled_len()
+            })
+            .unwrap();
+        assert!(kept > 0, "the schedulers kept no finished process");
+        let shared = Arc::downgrade(&vm.shared);
+        drop(vm);
+        assert!(
+            shared.upgrade().is_none(),
+            "the VM's shared state outlived the VM"
+        );
+    }
+
     /// On one scheduler, a process that ended leaves its control block to the next spawn, and
     /// the new process starts fresh there: no messages, no locals, not trapping exits, not
     /// killed, its own pid.

@@ -263,7 +263,7 @@ impl Builder {
 /// assert_eq!(sum, Ok(385));
 /// ```
 pub struct Vm {
-    shared: Arc<VmShared>,
+    pub(crate) shared: Arc<VmShared>,
 }
 
 impl fmt::Debug for Vm {
