@@ -20,7 +20,7 @@ pub const TEST_TIMEOUT: Duration = Duration::from_secs(60);
 #[path = "../hang_guard/mod.rs"]
 mod hang_guard;
 #[allow(unused_imports)] // not every test file uses them
-pub use hang_guard::{panic_message, with_timeout};
+pub use hang_guard::{panic_message, run, with_timeout};
 
 /// Builds a VM with `schedulers` scheduler threads.
 pub fn vm(schedulers: usize) -> Vm {
@@ -46,19 +46,6 @@ pub fn with_vm_timeout(schedulers: usize, limit: Duration, body: fn(&Vm)) {
         body(&vm);
         drop(vm);
     })
-}
-
-/// `vm.run(f)`, expecting the root process to return normally.
-#[track_caller]
-pub fn run<T, F>(vm: &Vm, f: F) -> T
-where
-    T: Send + 'static,
-    F: FnOnce() -> T + Send + 'static,
-{
-    match vm.run(f) {
-        Ok(value) => value,
-        Err(reason) => panic!("the root process did not return normally: {reason:?}"),
-    }
 }
 
 /// Defines one `#[test]` per scheduler count (1, 2 and 4) for each body:

@@ -1,7 +1,7 @@
 //! What the test helper modules (`common`, `signal_common`, `heavy_common`) share: the hang
 //! guard (a test body runs on a helper OS thread and the test FAILS with a message when it
-//! overruns its limit, instead of hanging the suite), the text of a panic payload, and the
-//! macro behind `on_schedulers!` and `signal_tests!`.
+//! overruns its limit, instead of hanging the suite), `run` (a root process that must return),
+//! the text of a panic payload, and the macro behind `on_schedulers!` and `signal_tests!`.
 
 #![allow(dead_code, unused_macros)]
 
@@ -42,6 +42,19 @@ where
             "TIMEOUT: `{what}` did not finish within {limit:?} (deadlock, lost wake-up, lost \
              signal or starvation in the VM?)"
         ),
+    }
+}
+
+/// `vm.run(f)`, expecting the root process to return normally.
+#[track_caller]
+pub fn run<T, F>(vm: &starling::Vm, f: F) -> T
+where
+    T: Send + 'static,
+    F: FnOnce() -> T + Send + 'static,
+{
+    match vm.run(f) {
+        Ok(value) => value,
+        Err(reason) => panic!("the root process did not return normally: {reason:?}"),
     }
 }
 

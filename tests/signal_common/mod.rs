@@ -32,6 +32,8 @@ pub const REPLY_LIMIT: Duration = Duration::from_secs(30);
 #[macro_use]
 #[path = "../hang_guard/mod.rs"]
 mod hang_guard;
+#[allow(unused_imports)] // not every test file uses it
+pub use hang_guard::run;
 /// The hang guard (`hang_guard::with_timeout`) under the name these tests use.
 #[allow(unused_imports)] // not every test file uses it
 pub use hang_guard::with_timeout as guarded;
@@ -139,19 +141,6 @@ pub fn with_randomized_vms(schedulers: usize, seeds: std::ops::Range<u64>, body:
                 hang_guard::panic_message(&*payload)
             );
         }
-    }
-}
-
-/// `vm.run(f)`, expecting the root process to return normally.
-#[track_caller]
-pub fn run<T, F>(vm: &Vm, f: F) -> T
-where
-    T: Send + 'static,
-    F: FnOnce() -> T + Send + 'static,
-{
-    match vm.run(f) {
-        Ok(value) => value,
-        Err(reason) => panic!("the root process did not return normally: {reason:?}"),
     }
 }
 
