@@ -20,7 +20,7 @@ pub const TEST_TIMEOUT: Duration = Duration::from_secs(60);
 #[path = "../hang_guard/mod.rs"]
 mod hang_guard;
 #[allow(unused_imports)] // not every test file uses them
-pub use hang_guard::{panic_message, run, with_timeout};
+pub use hang_guard::{eventually, panic_message, run, with_timeout};
 
 /// Builds a VM with `schedulers` scheduler threads.
 pub fn vm(schedulers: usize) -> Vm {
@@ -87,20 +87,6 @@ impl Transcript {
 
     pub fn contains(&self, line: &str) -> bool {
         self.0.lock().unwrap().iter().any(|l| l == line)
-    }
-}
-
-/// Inside a process: polls `condition` (sleeping 1 ms between tries) until it holds, panicking
-/// with `what` if it does not within 10 s.
-#[track_caller]
-pub fn eventually(what: &str, mut condition: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !condition() {
-        assert!(
-            Instant::now() < deadline,
-            "never happened within 10 s: {what}"
-        );
-        starling::process::sleep(Duration::from_millis(1));
     }
 }
 

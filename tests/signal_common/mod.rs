@@ -32,11 +32,11 @@ pub const REPLY_LIMIT: Duration = Duration::from_secs(30);
 #[macro_use]
 #[path = "../hang_guard/mod.rs"]
 mod hang_guard;
-#[allow(unused_imports)] // not every test file uses it
-pub use hang_guard::run;
 /// The hang guard (`hang_guard::with_timeout`) under the name these tests use.
 #[allow(unused_imports)] // not every test file uses it
 pub use hang_guard::with_timeout as guarded;
+#[allow(unused_imports)] // not every test file uses it
+pub use hang_guard::{eventually, run};
 
 /// A VM with `schedulers` schedulers and no crash reports.
 pub fn build_vm(schedulers: usize) -> Vm {
@@ -229,20 +229,6 @@ pub fn assert_no_down(monitor: MonitorRef, within: Duration) {
 pub fn assert_no_message<M: Send + std::fmt::Debug + 'static>(within: Duration) {
     if let Some(message) = receive_timeout::<M>(within) {
         panic!("unexpected message {message:?}");
-    }
-}
-
-/// Inside a process: polls `condition` (sleeping 1 ms between tries) until it holds; panics
-/// with `what` after 10 s.
-#[track_caller]
-pub fn eventually(what: &str, mut condition: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !condition() {
-        assert!(
-            Instant::now() < deadline,
-            "never happened within 10 s: {what}"
-        );
-        process::sleep(Duration::from_millis(1));
     }
 }
 
