@@ -808,12 +808,13 @@ impl<P: Schedulable> Runtime<P> {
         self.shared.schedule_new(process);
     }
 
-    /// A finished process this worker kept for reuse (`Config::recycle`), if the caller runs on
-    /// a worker of this runtime and the worker has one. Nothing else references it: the caller
-    /// may overwrite it in place (`Arc::get_mut` succeeds).
-    pub fn take_recycled(&self) -> Option<Arc<P>> {
-        let index = self.shared.local_index()?;
-        self.shared.workers[index]
+    /// A finished process that worker `worker` (the caller's, from [`current_worker`]) kept for
+    /// reuse (`Config::recycle`), if it has one. Nothing else references it: the caller may
+    /// overwrite it in place (`Arc::get_mut` succeeds).
+    ///
+    /// [`current_worker`]: Runtime::current_worker
+    pub fn take_recycled(&self, worker: usize) -> Option<Arc<P>> {
+        self.shared.workers[worker]
             .recycled
             .lock()
             .unwrap_or_else(|e| e.into_inner())

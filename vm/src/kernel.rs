@@ -49,10 +49,11 @@ where
         }));
         finish(outcome);
     };
-    let shard = vm.table.shard_of(vm.runtime.current_worker());
+    let worker = vm.runtime.current_worker();
+    let shard = vm.table.shard_of(worker);
     // A control block this scheduler kept from a finished process, if any (taken before the
     // table entry's lock: dropping the old contents runs their destructors).
-    let recycled = vm.runtime.take_recycled();
+    let recycled = worker.and_then(|worker| vm.runtime.take_recycled(worker));
     let process = vm.table.insert(shard, |pid| {
         let fresh = Process::new(pid, vm.clone(), Fiber::new(entry), options.on_exit);
         reuse_or_allocate(recycled, fresh)
