@@ -134,9 +134,18 @@ impl Mailbox {
         matcher: &mut dyn FnMut(&(dyn Any + Send)) -> Option<R>,
     ) -> Option<(R, Message)> {
         let mut seen = self.seen.0.try_borrow_mut().expect(REENTRANT);
+        // The private queue first: everything in it arrived before anything in `incoming`, so
+        // a match there is the first match, found without touching the senders' cache line.
+        if let Some(found) = Self::scan(&mut seen, scanned, matcher) {
+            self.account_removed(1, found.1.heap_bytes());
+            return Some(found);
+        }
         // Relaxed: `pushed` is raised under the senders' lock; if we miss a message that is
         // being pushed right now, its sender's wake-up (after the push) makes us scan again.
-        if self.len() > seen.len() {
+        if self.len() == seen.len() {
+            return None;
+        }
+        {
             let mut incoming = self.incoming.lock().unwrap_or_else(|e| e.into_inner());
             if seen.is_empty() {
                 // Take the whole batch without moving a message; the emptied queue keeps the
@@ -149,6 +158,18 @@ impl Mailbox {
                 seen.extend(incoming.drain(..));
             }
         }
+        let found = Self::scan(&mut seen, scanned, matcher)?;
+        self.account_removed(1, found.1.heap_bytes());
+        Some(found)
+    }
+
+    /// Scans `seen` from `*scanned` on; removes and returns the first message `matcher`
+    /// accepts, with its answer, or records how far it scanned.
+    fn scan<R>(
+        seen: &mut VecDeque<Message>,
+        scanned: &mut usize,
+        matcher: &mut dyn FnMut(&(dyn Any + Send)) -> Option<R>,
+    ) -> Option<(R, Message)> {
         while *scanned < seen.len() {
             if let Some(answer) = matcher(seen[*scanned].as_any()) {
                 let message = if *scanned == 0 {
@@ -161,7 +182,6 @@ impl Mailbox {
                     // A burst is over: do not keep its queue's memory for the process's life.
                     seen.shrink_to(KEEP_CAPACITY);
                 }
-                self.account_removed(1, message.heap_bytes());
                 return Some((answer, message));
             }
             *scanned += 1;
