@@ -52,7 +52,8 @@
 //! dead stack pages below parked processes' frames and in unused slots (`madvise`), the
 //! finished processes the workers kept for reuse (`Config::recycle`: a worker that held the last
 //! reference to a finished process keeps it, up to a bound, so the next spawn on it reuses the
-//! allocation), and freed heap (`malloc_trim`).
+//! allocation; a full worker hands half of what it keeps to a runtime-wide store, from which a
+//! worker with none refills), and freed heap (`malloc_trim`).
 //!
 //! # Processes that never yield
 //!
@@ -134,7 +135,7 @@ pub use context::{current_process, in_process};
 pub use fiber::{Fiber, FiberStatus, REDUCTIONS_PER_SLICE};
 pub use runtime::{
     Config, LongScheduleHook, Runtime, StartError, TimerHandle, DEFAULT_MAX_SLOTS,
-    DEFAULT_SLOT_SIZE, DEFAULT_SPARES,
+    DEFAULT_SLOT_SIZE, DEFAULT_SPARES, RECYCLE_SPILL_BATCHES,
 };
 pub use suspend::{park, park_as, park_until, spend, spend_as, yield_now};
 pub use watchdog::{LongSchedule, DEFAULT_LONG_SCHEDULE};

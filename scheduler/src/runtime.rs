@@ -77,8 +77,12 @@ pub struct Config {
     /// worker keeps a process that completed on it only if it holds the last reference, so the
     /// owner can reuse the allocation for a new process instead of freeing one and allocating
     /// another (which, with a process allocated on one worker and freed on another, makes the
-    /// allocator's threads contend). Idle workers drop what they keep when they give memory
-    /// back, and `join` drops the rest.
+    /// allocator's threads contend). A worker whose store is full hands half of it, as one
+    /// batch, to a runtime-wide store of up to [`RECYCLE_SPILL_BATCHES`] batches, from which a
+    /// worker with an empty store refills (Go's per-P and global free-G lists): so the blocks of
+    /// processes spawned on one worker and finished on another flow back to the spawner instead
+    /// of being freed on one thread and allocated on another. Idle workers drop what they keep
+    /// when they give memory back, and `join` drops the rest.
     pub recycle: usize,
 }
 
@@ -286,6 +290,12 @@ pub(crate) struct WorkerShared<P> {
     pub(crate) recycled: Mutex<Vec<Arc<P>>>,
 }
 
+/// Batches of finished processes (each half a worker's `Config::recycle`) the runtime-wide store
+/// holds at most; beyond it a full worker frees what it cannot keep. Guessed: with the VM's 256
+/// per worker, 16 batches of 128 control blocks are ~700 KiB, enough to carry a spawner on one
+/// core through a slice (4,000 reductions: up to 4,000 spawns) whose children end on another.
+pub const RECYCLE_SPILL_BATCHES: usize = 16;
+
 /// State shared by all workers of one runtime (and by processes, through their context).
 pub(crate) struct Shared<P> {
     pub(crate) injector: Injector<Arc<P>>,
@@ -303,6 +313,9 @@ pub(crate) struct Shared<P> {
     /// Seed of the randomized test mode, if on (see `Config::randomize`).
     /// Finished processes each worker may keep (`Config::recycle`).
     pub(crate) recycle: usize,
+    /// Batches of finished processes that full workers handed over, for workers with none
+    /// (`Config::recycle`); at most [`RECYCLE_SPILL_BATCHES`].
+    pub(crate) recycled_spill: Mutex<Vec<Vec<Arc<P>>>>,
     pub(crate) randomize: Option<u64>,
     /// Prefix of thread names.
     thread_name: String,
@@ -503,6 +516,46 @@ impl<P: Schedulable> Shared<P> {
             let kept =
                 std::mem::take(&mut *worker.recycled.lock().unwrap_or_else(|e| e.into_inner()));
             drop(kept);
+        }
+        let spilled = std::mem::take(
+            &mut *self
+                .recycled_spill
+                .lock()
+                .unwrap_or_else(|e| e.into_inner()),
+        );
+        drop(spilled);
+    }
+
+    /// Worker `worker` keeps `process`, finished, for reuse (`Config::recycle`); the caller
+    /// holds its only reference. A full store hands half of itself to the runtime-wide one, or
+    /// frees it if that is full too.
+    pub(crate) fn keep_recycled(&self, worker: usize, process: Arc<P>) {
+        let batch = {
+            let mut kept = self.workers[worker]
+                .recycled
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            let batch = if kept.len() >= self.recycle {
+                let half = kept.len() / 2;
+                Some(kept.split_off(half))
+            } else {
+                None
+            };
+            kept.push(process);
+            batch
+        };
+        // Out of the worker's lock: freeing a batch runs destructors.
+        if let Some(batch) = batch {
+            let mut spill = self
+                .recycled_spill
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            if spill.len() < RECYCLE_SPILL_BATCHES {
+                spill.push(batch);
+            } else {
+                drop(spill);
+                drop(batch);
+            }
         }
     }
 
@@ -709,6 +762,7 @@ impl<P: Schedulable> Runtime<P> {
             origin,
             randomize: config.randomize,
             recycle: config.recycle,
+            recycled_spill: Mutex::new(Vec::new()),
             schedulers: config.schedulers,
             watchdog: WatchdogShared::new(),
             watchdog_exit: AtomicBool::new(false),
@@ -814,11 +868,23 @@ impl<P: Schedulable> Runtime<P> {
     ///
     /// [`current_worker`]: Runtime::current_worker
     pub fn take_recycled(&self, worker: usize) -> Option<Arc<P>> {
-        self.shared.workers[worker]
+        let mut kept = self.shared.workers[worker]
             .recycled
             .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if let Some(process) = kept.pop() {
+            return Some(process);
+        }
+        // Lock order: a worker's store, then the runtime-wide one (`keep_recycled` never holds
+        // both).
+        let batch = self
+            .shared
+            .recycled_spill
+            .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .pop()
+            .pop()?;
+        kept.extend(batch);
+        kept.pop()
     }
 
     /// Finished processes the workers keep for reuse right now (introspection).
@@ -833,7 +899,15 @@ impl<P: Schedulable> Runtime<P> {
                     .unwrap_or_else(|e| e.into_inner())
                     .len()
             })
-            .sum()
+            .sum::<usize>()
+            + self
+                .shared
+                .recycled_spill
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .iter()
+                .map(Vec::len)
+                .sum::<usize>()
     }
 
     /// Wakes `process` if it is parked (from any thread). A process woken by a process running

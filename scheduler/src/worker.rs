@@ -347,13 +347,7 @@ impl<P: Schedulable> WorkerLocal<P> {
         if self.shared.recycle == 0 || Arc::strong_count(&process) != 1 {
             return;
         }
-        let mut kept = self.shared.workers[self.index]
-            .recycled
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
-        if kept.len() < self.shared.recycle {
-            kept.push(process);
-        }
+        self.shared.keep_recycled(self.index, process);
     }
 
     fn release_slot(&self, slot: u32) {

@@ -129,6 +129,33 @@ impl Process {
         }
     }
 
+    /// Turns this finished process's husk into process `pid` of `vm`, in place: what the old
+    /// process left (a stale message pushed after it ended, its finished fiber) is dropped, and
+    /// every field is as [`Process::new`] makes it.
+    pub(crate) fn reuse(
+        &mut self,
+        pid: Pid,
+        vm: &Arc<VmShared>,
+        fiber: Fiber,
+        on_exit: Option<ExitHook>,
+    ) {
+        if !Arc::ptr_eq(&self.vm, vm) {
+            self.vm = vm.clone();
+        }
+        self.pid = pid;
+        self.fiber = fiber;
+        self.mailbox = Mailbox::new();
+        self.locals = Locals::new();
+        *self.killed.get_mut() = false;
+        *self.exiting.get_mut() = false;
+        *self.signals.get_mut().unwrap_or_else(|e| e.into_inner()) = SignalState {
+            on_exit,
+            ..SignalState::default()
+        };
+        // A poisoned lock of the old process must not poison the new one.
+        self.signals.clear_poison();
+    }
+
     /// Locks this process's links, monitors and flags (see `signal.rs` for the lock order).
     pub(crate) fn lock_signals(&self) -> MutexGuard<'_, SignalState> {
         self.signals.lock().unwrap_or_else(|e| e.into_inner())
@@ -226,7 +253,13 @@ impl Process {
     /// Owner only: the body wrapper's last step. Computes the exit reason from how the body
     /// ended, releases what the process holds, and tells whoever waits for it.
     pub(crate) fn terminate(self: &Arc<Self>, outcome: std::thread::Result<()>) {
-        let reason = match (self.kill_reason(), outcome) {
+        // Acquire: pairs with the Release in `record_kill`; unkilled, no lock is needed.
+        let kill = if self.killed.load(Ordering::Acquire) {
+            self.kill_reason()
+        } else {
+            None
+        };
+        let reason = match (kill, outcome) {
             // The first kill counts, even if the process then panicked while unwinding.
             (Some(reason), _) => reason,
             (None, Ok(())) => ExitReason::Normal,
@@ -238,12 +271,16 @@ impl Process {
         let _ = catch_unwind(AssertUnwindSafe(|| self.locals.drop_all()));
         let shard = self.vm.table.shard_of(self.vm.runtime.current_worker());
         self.vm.table.remove(self.pid, shard);
-        signal::propagate_exit(self, &reason);
-        let hook = self.lock_signals().on_exit.take();
+        let hook = signal::propagate_exit(self, &reason);
         if let Some(hook) = hook {
             let _ = catch_unwind(AssertUnwindSafe(|| hook(&reason)));
         }
-        let _ = catch_unwind(AssertUnwindSafe(|| self.mailbox.clear()));
+        // Nothing to drop in an empty mailbox (its queues' memory goes with the control block,
+        // or when a new process reuses it). Exact here: every send through the table happened
+        // before `remove` took the entry's lock.
+        if self.mailbox.len() != 0 {
+            let _ = catch_unwind(AssertUnwindSafe(|| self.mailbox.clear()));
+        }
     }
 }
 

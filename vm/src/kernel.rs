@@ -54,9 +54,10 @@ where
     // A control block this scheduler kept from a finished process, if any (taken before the
     // table entry's lock: dropping the old contents runs their destructors).
     let recycled = worker.and_then(|worker| vm.runtime.take_recycled(worker));
-    let process = vm.table.insert(shard, |pid| {
-        let fresh = Process::new(pid, vm.clone(), Fiber::new(entry), options.on_exit);
-        reuse_or_allocate(recycled, fresh)
+    let fiber = Fiber::new(entry);
+    let process = vm.table.insert(shard, |pid| match recycled {
+        Some(block) => reuse_or_allocate(block, pid, vm, fiber, options.on_exit),
+        None => Arc::new(Process::new(pid, vm.clone(), fiber, options.on_exit)),
     });
     let pid = process.pid;
     if let Some(parent) = options.link {
@@ -75,19 +76,23 @@ where
     Ok((pid, monitor))
 }
 
-/// Puts `fresh` into `recycled`'s allocation if nothing else references it, else into a new
-/// one. The old contents are a finished process's husk (its mailbox, locals and links were
+/// Makes the new process `pid` in `recycled`'s allocation if nothing else references it (in
+/// place: its VM reference is kept, and nothing is built on the stack and copied), else in a
+/// new one. The old contents are a finished process's husk (its mailbox, locals and links were
 /// emptied when it ended).
-fn reuse_or_allocate(recycled: Option<Arc<Process>>, fresh: Process) -> Arc<Process> {
-    match recycled {
-        Some(mut block) => match Arc::get_mut(&mut block) {
-            Some(husk) => {
-                drop(std::mem::replace(husk, fresh));
-                block
-            }
-            None => Arc::new(fresh),
-        },
-        None => Arc::new(fresh),
+fn reuse_or_allocate(
+    mut recycled: Arc<Process>,
+    pid: Pid,
+    vm: &Arc<VmShared>,
+    fiber: Fiber,
+    on_exit: Option<ExitHook>,
+) -> Arc<Process> {
+    match Arc::get_mut(&mut recycled) {
+        Some(husk) => {
+            husk.reuse(pid, vm, fiber, on_exit);
+            recycled
+        }
+        None => Arc::new(Process::new(pid, vm.clone(), fiber, on_exit)),
     }
 }
 
@@ -358,5 +363,36 @@ mod tests {
             )
         });
         assert_eq!(result, Ok(((1, 0), true, true, true)));
+    }
+
+    /// A scheduler keeps the blocks of processes that ended on it beyond its own store in the
+    /// runtime-wide one, and a worker whose store is empty refills from there: so blocks flow
+    /// from the worker where processes end to the one where they are spawned.
+    #[test]
+    fn finished_blocks_beyond_a_workers_store_are_kept_for_other_workers() {
+        let vm = Vm::builder().schedulers(1).build().unwrap();
+        let result = vm.run(|| {
+            let root = crate::self_pid();
+            for i in 0..1000u32 {
+                spawn(move || send(root, i));
+            }
+            for _ in 0..1000 {
+                receive::<u32>();
+            }
+            let runtime = &current("test").vm.runtime;
+            let kept = runtime.recycled_len();
+            // Worker 1 is a spare that never ran anything: its own store is empty.
+            let refilled = runtime.take_recycled(1).is_some();
+            (kept, refilled)
+        });
+        let (kept, refilled) = result.unwrap();
+        assert!(
+            kept > crate::vm::RECYCLED_PER_WORKER,
+            "only {kept} blocks kept"
+        );
+        assert!(
+            refilled,
+            "a worker with no blocks did not take from the shared store"
+        );
     }
 }

@@ -91,14 +91,6 @@ impl SignalState {
         self.relations.get_or_insert_with(Box::default)
     }
 
-    /// Takes all relations away (the process is ending).
-    pub(crate) fn take_relations(&mut self) -> Relations {
-        self.relations
-            .take()
-            .map(|relations| *relations)
-            .unwrap_or_default()
-    }
-
     /// Returns `true` if the process (whose state this is) can still be linked to, monitored or
     /// named: it is neither dead nor exiting. Linking to or monitoring an exiting process gives
     /// `NoProc`, as in Erlang (it is not alive any more, see `Process::is_alive`).
@@ -313,19 +305,30 @@ fn fire_monitor(me: &Process, watcher_pid: Pid, reference: MonitorRef, reason: E
 }
 
 /// The ending process's last signals: every link and monitor fires once with `reason`.
-/// `me` has already left the process table.
-pub(crate) fn propagate_exit(me: &Arc<Process>, reason: &ExitReason) {
+/// `me` has already left the process table. Returns the exit hook, taken under the same lock,
+/// for the caller to run.
+pub(crate) fn propagate_exit(me: &Arc<Process>, reason: &ExitReason) -> Option<ExitHook> {
+    let (relations, hook) = {
+        let mut state = me.lock_signals();
+        state.dead = true;
+        (state.relations.take(), state.on_exit.take())
+    };
+    // Most processes never link, monitor or register.
+    if let Some(relations) = relations {
+        propagate_relations(me, reason, *relations);
+    }
+    hook
+}
+
+/// [`propagate_exit`] for a process that had relations.
+fn propagate_relations(me: &Arc<Process>, reason: &ExitReason, relations: Relations) {
     let Relations {
         links,
         monitors,
         monitored_by,
         registered_name: name,
         noproc_on_exit,
-    } = {
-        let mut state = me.lock_signals();
-        state.dead = true;
-        state.take_relations()
-    };
+    } = relations;
     if let Some(name) = name {
         me.vm.registry.remove_if(&name, me.pid);
     }

@@ -28,7 +28,7 @@ use crate::table::ProcessTable;
 /// blocks instead of asking malloc (see `starling_scheduler::Config::recycle`). Guessed: enough
 /// to cover one time slice's worth of short-lived children (a slice fits a few hundred spawns)
 /// while holding under 100 KiB per scheduler; idle schedulers give them back.
-const RECYCLED_PER_WORKER: usize = 256;
+pub(crate) const RECYCLED_PER_WORKER: usize = 256;
 
 /// Default process limit (like `erl +P`): 4 Mi processes.
 pub const DEFAULT_MAX_PROCESSES: usize = 4 * 1024 * 1024;
