@@ -25,6 +25,7 @@ use corosensei::{Coroutine, CoroutineResult, Yielder};
 
 use crate::arch;
 use crate::entry::Entry;
+use crate::frames::SavedFrames;
 use crate::slot::{self, SlotStack};
 
 /// Reductions in one time slice: after spending them a process yields at its next VM call.
@@ -248,7 +249,7 @@ struct Core {
     /// Stack pointer recorded by `suspend` at the last suspension.
     suspend_stack_pointer: Cell<usize>,
     /// Live frames copied out of the slot at the last eviction.
-    saved: Vec<u8>,
+    saved: SavedFrames,
     /// Address in the slot where `saved[0]` belongs; 0 when the frames are in the slot.
     saved_low: usize,
     /// Reductions left in the current slice.
@@ -307,7 +308,7 @@ impl Fiber {
                 body: Body::Waiting(entry),
                 yielder: std::ptr::null(),
                 suspend_stack_pointer: Cell::new(0),
-                saved: Vec::new(),
+                saved: SavedFrames::new(),
                 saved_low: 0,
                 budget: REDUCTIONS_PER_SLICE,
                 overflowed: AtomicBool::new(false),
@@ -421,7 +422,7 @@ impl Fiber {
         // SAFETY: [low, base) is inside the held slot: the suspended frames plus at most
         // `live_offset` bytes below the recorded stack pointer, all of it mapped read-write
         // (the frames were written there).
-        unsafe { slot::copy_out(low, base, &mut core.saved) };
+        unsafe { core.saved.copy_from(low, base) };
         core.saved_low = low;
         // Relaxed: introspection.
         self.stack_bytes
@@ -455,7 +456,7 @@ impl Fiber {
         debug_assert_eq!(core.saved_low + core.saved.len(), base);
         // SAFETY: the destination is the range the frames were copied from, inside the held
         // slot; the buffer is heap memory, disjoint from it.
-        unsafe { slot::copy_in(core.saved_low, &core.saved) };
+        unsafe { slot::copy_in(core.saved_low, core.saved.as_slice()) };
         #[cfg(debug_assertions)]
         // SAFETY: below the restored frames the slot holds nothing live.
         unsafe {
@@ -516,7 +517,7 @@ impl Fiber {
             }
             CoroutineResult::Return(()) => {
                 core.body = Body::Finished;
-                core.saved = Vec::new();
+                core.saved.release();
                 self.stack_bytes.store(0, Ordering::Relaxed);
                 self.state.transition_to_done();
                 RunOutcome::Completed

@@ -119,6 +119,7 @@ mod blocking;
 mod context;
 mod entry;
 mod fiber;
+mod frames;
 mod idle;
 mod overflow;
 mod park;

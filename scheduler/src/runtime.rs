@@ -503,6 +503,7 @@ impl<P: Schedulable> Shared<P> {
             self.notify_one();
         }
         self.drop_recycled();
+        crate::frames::give_back();
         #[cfg(all(target_os = "linux", target_env = "gnu"))]
         // SAFETY: malloc_trim has no preconditions; it only returns free heap pages to the OS.
         unsafe {

@@ -27,7 +27,8 @@
 //! pointers into its stack stay valid and it may still migrate between worker threads. A slot
 //! holds the frames of one process at a time, the *resident*. When another process homed on the
 //! same slot must run, the parked resident's live bytes (from its saved stack pointer to the
-//! slot's base: a few hundred bytes) are copied into a heap buffer owned by that process, and
+//! slot's base: a few hundred bytes) are copied into a buffer owned by that process (from the
+//! saved-frames store, `frames.rs`), and
 //! the incoming process's buffer is copied back in. A process that keeps running never copies;
 //! a million parked processes cost only their live bytes.
 //!
@@ -529,19 +530,6 @@ unsafe impl Stack for SlotStack {
     fn limit(&self) -> StackPointer {
         self.limit
     }
-}
-
-/// Copies the live bytes `[low, base)` of a slot into `buffer`, reusing its capacity.
-///
-/// # Safety
-///
-/// `[low, base)` must be readable memory of a slot that the caller holds.
-pub(crate) unsafe fn copy_out(low: usize, base: usize, buffer: &mut Vec<u8>) {
-    buffer.clear();
-    // SAFETY: the caller guarantees the range is readable and not concurrently written.
-    let live = unsafe { std::slice::from_raw_parts(low as *const u8, base - low) };
-    buffer.reserve_exact(live.len());
-    buffer.extend_from_slice(live);
 }
 
 /// Copies `buffer` back to `[low, low + buffer.len())`.

@@ -1,0 +1,432 @@
+//! Saved frames: the buffers that hold evicted fibers' live stack bytes.
+//!
+//! # Problem
+//!
+//! A million parked processes are a million buffers of a few hundred bytes each (see `slot.rs`).
+//! From glibc's malloc, every worker thread allocates them in its own arena, and a thread arena
+//! grows its heap one `mprotect` at a time, page by page: W2 (a million parked processes) made
+//! 232,000 `mprotect` calls, each taking the address-space lock for writing, so the other
+//! worker's page faults queued behind it (`rwsem_spin_on_owner`). `mprotect` was 16 % of
+//! skynet's time and more of W2's.
+//!
+//! # Solution
+//!
+//! A process-wide store of buffers in size classes of [`GRANULE`] bytes up to [`SMALL_MAX`],
+//! carved from anonymous mappings of 256 KiB doubling up to [`CHUNK`] (one `mmap` per 4 MiB,
+//! its pages committed in the same call). A freed buffer goes to its class's free list and is reused by the
+//! next buffer of that class. Larger frames (rare: a process parked under deep recursion) use the
+//! global allocator.
+//!
+//! The store is process-wide (a `static`, like an allocator), so a buffer stays valid whatever
+//! outlives what: a fiber dropped after its runtime still frees into it. Mappings are never
+//! unmapped. Memory goes back to the OS instead through [`give_back`], which idle workers call
+//! once a second (with `malloc_trim`): every page wholly covered by free buffers is returned with
+//! `MADV_DONTNEED` and re-faults as zeros if reused.
+//!
+//! # Invariants
+//!
+//! 1. A buffer address is either in exactly one class's free list, or owned by exactly one
+//!    [`SavedFrames`], never both.
+//! 2. While [`give_back`] runs, the free buffers it returns to the OS are out of the free lists
+//!    (so no thread writes them meanwhile), and they go back in afterwards.
+
+use std::alloc::Layout;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
+
+/// Buffer sizes are multiples of this many bytes (the class granularity).
+pub(crate) const GRANULE: usize = 64;
+
+/// The largest buffer served from the store; larger ones come from the global allocator.
+/// Guessed: a process parked in `receive` saves ~600 bytes; 4 KiB covers parking a few frames
+/// deep in user code, and keeps the class table at 64 entries.
+pub(crate) const SMALL_MAX: usize = 4096;
+
+/// Classes: one per multiple of `GRANULE` up to `SMALL_MAX`.
+const CLASSES: usize = SMALL_MAX / GRANULE;
+
+/// Bytes of the first chunk mapped; each next chunk is twice the size of the one before, up to
+/// [`CHUNK`]. A program that parks a few processes pays 256 KiB, not 4 MiB.
+const FIRST_CHUNK: usize = 256 << 10;
+
+/// Bytes of the largest chunk. 4 MiB: one `mmap` per ~7,000 parked processes.
+pub(crate) const CHUNK: usize = 4 << 20;
+
+/// Alignment of a large buffer (the frames hold 16-byte-aligned stack words).
+const LARGE_ALIGN: usize = 16;
+
+/// Free buffers of one class, alone on its cache lines.
+#[repr(align(128))]
+struct Class {
+    free: Mutex<Vec<usize>>,
+}
+
+/// The part of the current chunk not yet carved.
+struct Bump {
+    next: usize,
+    end: usize,
+    /// Size of the next chunk to map.
+    chunk: usize,
+}
+
+struct Store {
+    classes: [Class; CLASSES],
+    bump: Mutex<Bump>,
+    /// A buffer was freed since the last `give_back`. Relaxed: a hint that lets an idle
+    /// worker skip a pass that would find nothing new.
+    dirty: AtomicBool,
+}
+
+#[allow(clippy::declare_interior_mutable_const)] // used only to initialize the array below
+const EMPTY_CLASS: Class = Class {
+    free: Mutex::new(Vec::new()),
+};
+
+static STORE: Store = Store {
+    classes: [EMPTY_CLASS; CLASSES],
+    bump: Mutex::new(Bump {
+        next: 0,
+        end: 0,
+        chunk: FIRST_CHUNK,
+    }),
+    dirty: AtomicBool::new(false),
+};
+
+/// The class of a buffer for `len` bytes (`len` in `1..=SMALL_MAX`).
+fn class_of(len: usize) -> usize {
+    len.div_ceil(GRANULE) - 1
+}
+
+/// A buffer of class `class`: a free one, or a new one carved from the current chunk.
+fn allocate_small(class: usize) -> usize {
+    if let Some(address) = STORE.classes[class]
+        .free
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .pop()
+    {
+        return address;
+    }
+    let size = (class + 1) * GRANULE;
+    let mut bump = STORE.bump.lock().unwrap_or_else(|e| e.into_inner());
+    if bump.end - bump.next < size {
+        // The old chunk's tail (less than `SMALL_MAX` bytes) is left unused.
+        let size = bump.chunk;
+        let chunk = map_chunk(size);
+        *bump = Bump {
+            next: chunk,
+            end: chunk + size,
+            chunk: (size * 2).min(CHUNK),
+        };
+    }
+    let address = bump.next;
+    bump.next += size;
+    address
+}
+
+/// Maps a new chunk of `size` bytes, its pages committed at once (`MAP_POPULATE`: one system
+/// call instead of a page fault per page; every page will be written as buffers are carved).
+/// Aborts like the global allocator does when the OS refuses.
+fn map_chunk(size: usize) -> usize {
+    // SAFETY: an anonymous private mapping at an address of the kernel's choosing touches no
+    // existing memory.
+    let address = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            size,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE | libc::MAP_POPULATE,
+            -1,
+            0,
+        )
+    };
+    if address == libc::MAP_FAILED {
+        std::alloc::handle_alloc_error(Layout::from_size_align(size, 4096).expect("valid layout"));
+    }
+    address as usize
+}
+
+/// Returns every page wholly covered by free buffers to the OS (`MADV_DONTNEED`). Called by idle
+/// workers at most once a second; does nothing if no buffer was freed since the last call.
+pub(crate) fn give_back() {
+    // Relaxed: see the field.
+    if !STORE.dirty.swap(false, Ordering::Relaxed) {
+        return;
+    }
+    // Take the free lists out (invariant 2): other threads carve new buffers meanwhile.
+    let mut taken: Vec<Vec<usize>> = STORE
+        .classes
+        .iter()
+        .map(|class| std::mem::take(&mut *class.free.lock().unwrap_or_else(|e| e.into_inner())))
+        .collect();
+    let mut ranges: Vec<(usize, usize)> = taken
+        .iter()
+        .enumerate()
+        .flat_map(|(class, free)| {
+            let size = (class + 1) * GRANULE;
+            free.iter().map(move |&address| (address, address + size))
+        })
+        .collect();
+    ranges.sort_unstable();
+    let page = 4096;
+    let mut merged: Option<(usize, usize)> = None;
+    for (start, end) in ranges {
+        merged = match merged {
+            Some((low, high)) if start == high => Some((low, end)),
+            Some(range) => {
+                advise_free(range, page);
+                Some((start, end))
+            }
+            None => Some((start, end)),
+        };
+    }
+    if let Some(range) = merged {
+        advise_free(range, page);
+    }
+    for (class, free) in taken.iter_mut().enumerate() {
+        if free.is_empty() {
+            continue;
+        }
+        let mut list = STORE.classes[class]
+            .free
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        list.append(free);
+        // The lists grew to hold a burst; keep their own memory in proportion to what is free.
+        list.shrink_to_fit();
+    }
+}
+
+/// Gives the pages wholly inside `[low, high)` back to the OS.
+fn advise_free((low, high): (usize, usize), page: usize) {
+    let start = low.next_multiple_of(page);
+    let end = high - high % page;
+    if end > start {
+        // SAFETY: [start, end) lies inside free buffers of our own mappings, which are out of the
+        // free lists while we run (invariant 2), so no thread reads or writes them; their
+        // contents are dead and may read back as zeros.
+        unsafe {
+            libc::madvise(start as *mut libc::c_void, end - start, libc::MADV_DONTNEED);
+        }
+    }
+}
+
+/// Bytes `give_back` could not return and the free lists' total (for tests).
+#[cfg(test)]
+fn free_bytes() -> usize {
+    STORE
+        .classes
+        .iter()
+        .enumerate()
+        .map(|(class, list)| {
+            (class + 1) * GRANULE * list.free.lock().unwrap_or_else(|e| e.into_inner()).len()
+        })
+        .sum()
+}
+
+/// One fiber's saved frames: a buffer from the store (or, above [`SMALL_MAX`], from the global
+/// allocator) holding a copy of its live stack bytes while it is evicted.
+pub(crate) struct SavedFrames {
+    /// The buffer's address; 0 when there is none.
+    address: usize,
+    /// Bytes of frames held.
+    len: usize,
+    /// The buffer's size.
+    capacity: usize,
+}
+
+// SAFETY: a `SavedFrames` owns its buffer exclusively (invariant 1); moving it to another thread
+// moves that ownership.
+unsafe impl Send for SavedFrames {}
+
+impl SavedFrames {
+    pub(crate) const fn new() -> SavedFrames {
+        SavedFrames {
+            address: 0,
+            len: 0,
+            capacity: 0,
+        }
+    }
+
+    /// Bytes of frames held.
+    pub(crate) fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Bytes of the buffer (what the process holds while evicted).
+    pub(crate) fn capacity(&self) -> usize {
+        self.capacity
+    }
+
+    /// Replaces the contents with a copy of `[low, high)`, keeping the buffer if it is of the
+    /// right class.
+    ///
+    /// # Safety
+    ///
+    /// `[low, high)` must be readable and not written concurrently, and must not overlap this
+    /// buffer.
+    pub(crate) unsafe fn copy_from(&mut self, low: usize, high: usize) {
+        let len = high - low;
+        let wanted = if len <= SMALL_MAX {
+            (class_of(len.max(1)) + 1) * GRANULE
+        } else {
+            len.next_multiple_of(GRANULE)
+        };
+        if wanted != self.capacity {
+            self.release();
+            self.address = if wanted <= SMALL_MAX {
+                allocate_small(class_of(wanted))
+            } else {
+                let layout = Layout::from_size_align(wanted, LARGE_ALIGN).expect("valid layout");
+                // SAFETY: the layout has a non-zero size.
+                let pointer = unsafe { std::alloc::alloc(layout) };
+                if pointer.is_null() {
+                    std::alloc::handle_alloc_error(layout);
+                }
+                pointer as usize
+            };
+            self.capacity = wanted;
+        }
+        // SAFETY: the caller guarantees the source; the destination is our own buffer of at
+        // least `len` bytes (invariant 1), disjoint from it.
+        unsafe { std::ptr::copy_nonoverlapping(low as *const u8, self.address as *mut u8, len) };
+        self.len = len;
+    }
+
+    /// The frames held.
+    pub(crate) fn as_slice(&self) -> &[u8] {
+        if self.address == 0 {
+            return &[];
+        }
+        // SAFETY: the buffer is ours (invariant 1) and its first `len` bytes were written by
+        // `copy_from`.
+        unsafe { std::slice::from_raw_parts(self.address as *const u8, self.len) }
+    }
+
+    /// Gives the buffer back (to its class's free list, or to the global allocator).
+    pub(crate) fn release(&mut self) {
+        if self.address == 0 {
+            return;
+        }
+        if self.capacity <= SMALL_MAX {
+            STORE.classes[class_of(self.capacity)]
+                .free
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(self.address);
+            // Relaxed: see the field.
+            STORE.dirty.store(true, Ordering::Relaxed);
+        } else {
+            let layout = Layout::from_size_align(self.capacity, LARGE_ALIGN).expect("valid layout");
+            // SAFETY: allocated in `copy_from` with this very layout, and not used after this.
+            unsafe { std::alloc::dealloc(self.address as *mut u8, layout) };
+        }
+        // Field by field: assigning a whole `SavedFrames` would drop the old one, i.e. release
+        // it again.
+        self.address = 0;
+        self.len = 0;
+        self.capacity = 0;
+    }
+}
+
+impl Drop for SavedFrames {
+    fn drop(&mut self) {
+        self.release();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn saved(bytes: &[u8]) -> SavedFrames {
+        let mut frames = SavedFrames::new();
+        let range = bytes.as_ptr_range();
+        // SAFETY: a live slice, not written while we copy, disjoint from the store.
+        unsafe { frames.copy_from(range.start as usize, range.end as usize) };
+        frames
+    }
+
+    /// The tests share the process-wide store; `give_back` takes every free list out for a
+    /// moment, so they run one at a time.
+    static SERIAL: Mutex<()> = Mutex::new(());
+
+    fn serial() -> std::sync::MutexGuard<'static, ()> {
+        SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    #[test]
+    fn frames_round_trip_in_every_size_class_and_above() {
+        let _serial = serial();
+        for len in [1, 63, 64, 65, 600, 4095, 4096, 4097, 100_000] {
+            let bytes: Vec<u8> = (0..len).map(|i| (i * 7 + len) as u8).collect();
+            let frames = saved(&bytes);
+            assert_eq!(frames.as_slice(), &bytes[..], "len {len}");
+            assert_eq!(frames.len(), len);
+            assert!(frames.capacity() >= len && frames.capacity() < len + GRANULE);
+        }
+    }
+
+    #[test]
+    fn a_freed_buffer_is_reused_by_the_next_of_its_class() {
+        let _serial = serial();
+        let first = saved(&[1u8; 3000]);
+        let address = first.address;
+        drop(first);
+        let second = saved(&[2u8; 2990]);
+        assert_eq!(second.address, address);
+        assert_eq!(second.as_slice(), &[2u8; 2990][..]);
+    }
+
+    #[test]
+    fn give_back_returns_wholly_free_pages_and_keeps_the_buffers_usable() {
+        let _serial = serial();
+        // 400 buffers of 2,048 bytes (a class no other test uses): 200 pages, carved one after
+        // the other (at most one chunk boundary between them).
+        let all: Vec<SavedFrames> = (0..400).map(|_| saved(&[9u8; 2040])).collect();
+        let pages = pages_of(&all);
+        let resident_before = resident(&pages);
+        assert!(
+            resident_before >= 190,
+            "{resident_before} of 200 pages resident"
+        );
+        drop(all);
+        assert!(free_bytes() >= 400 * 2048);
+        give_back();
+        let resident_after = resident(&pages);
+        assert!(
+            resident_after <= 4,
+            "{resident_after} pages still resident after give_back"
+        );
+        // The buffers are still in the free lists and work (their pages fault back in).
+        let again: Vec<SavedFrames> = (0..400).map(|_| saved(&[5u8; 2040])).collect();
+        assert_eq!(pages_of(&again), pages);
+        for frames in &again {
+            assert_eq!(frames.as_slice(), &[5u8; 2040][..]);
+        }
+    }
+
+    /// The pages the buffers lie on.
+    fn pages_of(all: &[SavedFrames]) -> Vec<usize> {
+        let mut pages: Vec<usize> = all
+            .iter()
+            .flat_map(|frames| [frames.address / 4096, (frames.address + 2047) / 4096])
+            .collect();
+        pages.sort_unstable();
+        pages.dedup();
+        pages
+    }
+
+    /// How many of `pages` are resident (via `mincore`).
+    fn resident(pages: &[usize]) -> usize {
+        pages
+            .iter()
+            .filter(|&&page| {
+                let mut vector = 0u8;
+                // SAFETY: the page is part of one of our mappings; mincore only reports.
+                unsafe { libc::mincore((page * 4096) as *mut libc::c_void, 4096, &mut vector) };
+                vector & 1 == 1
+            })
+            .count()
+    }
+}
