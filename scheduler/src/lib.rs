@@ -18,21 +18,29 @@
 //!
 //! # Submitting work
 //!
-//! 1. A process spawned or woken by a process running on a worker goes to that worker's
-//!    *runnext* slot and runs next (Go's `runnext`, tokio's LIFO slot); the process it displaces
-//!    goes to the worker's local queue, where other workers can steal it. A ping-pong pair thus
-//!    stays on one core, and a process tree unfolds depth-first.
-//! 2. A process taken from runnext inherits what is left of the current time slice (as in Go),
-//!    so a chain of wake-ups shares one slice; once it is used up, the runnext process goes to
-//!    the back of the queue and the rest of the queue is not starved.
+//! 1. A process woken by a process running on a worker goes to that worker's *runnext* slot
+//!    and runs next (Go's `runnext`, tokio's LIFO slot); the process it displaces goes to the
+//!    worker's local queue, where other workers can steal it. A ping-pong pair thus stays on one
+//!    core. A process taken from runnext inherits what is left of the current time slice (as
+//!    in Go), so a chain of wake-ups shares one slice; once it is used up, the runnext process
+//!    goes to the back of the queue and the rest of the queue is not starved.
+//! 2. A process spawned by a process running on a worker goes to that worker's *fresh* deque
+//!    (LIFO): new processes run before queued ones, newest first, and idle workers steal the
+//!    oldest. A process tree thus unfolds depth-first on each core (skynet's million leaves
+//!    with a few hundred processes alive, instead of a third of a million) while thieves take
+//!    the largest subtrees (work-first scheduling, as in Cilk). A process that uses up its slice
+//!    first moves the fresh deque to its queue, ahead of itself, so a spawner cannot outrun
+//!    its children; and every 31st pick takes the queue first, so an endless chain of spawns
+//!    cannot starve woken processes.
 //!    Processes spawned or woken from outside the runtime go to the shared injector.
 //! 3. After making work visible, the submitter wakes one sleeping worker if nobody is searching
 //!    (the protocol is in `idle.rs`).
 //!
 //! # Running
 //!
-//! A worker loops: take the next process (runnext, local queue, injector — first every 61
-//! ticks — and finally batch steals from the other workers, starting at a rotating victim),
+//! A worker loops: take the next process (runnext, fresh deque, local queue, injector — first
+//! every 61 ticks — and finally batch steals from the other workers' queues and fresh deques,
+//! starting at a rotating victim),
 //! acquire its home stack slot, make it resident, resume its coroutine, and file it by how it
 //! stopped: parked (wait for a wake-up), yielded (back of the local queue) or completed.
 //! Stack slots, eviction and the memory layout are described in `slot.rs`.

@@ -300,6 +300,8 @@ pub const RECYCLE_SPILL_BATCHES: usize = 16;
 pub(crate) struct Shared<P> {
     pub(crate) injector: Injector<Arc<P>>,
     pub(crate) stealers: Box<[Stealer<Arc<P>>]>,
+    /// The other end of every worker's `fresh` deque (processes that never ran).
+    pub(crate) fresh_stealers: Box<[Stealer<Arc<P>>]>,
     pub(crate) workers: Box<[WorkerShared<P>]>,
     pub(crate) idle: Idle,
     pub(crate) slots: SlotPool<P>,
@@ -343,10 +345,13 @@ pub(crate) struct Shared<P> {
     pub(crate) abandon: AtomicBool,
 }
 
+/// A worker's own ends of its run queue (FIFO) and of its fresh deque (LIFO).
+type WorkerQueues<P> = (Worker<Arc<P>>, Worker<Arc<P>>);
+
 /// A spare worker's state.
 struct SpareSlot<P> {
-    /// The spare's queue, until its thread is started.
-    queue: Option<Worker<Arc<P>>>,
+    /// The spare's queues, until its thread is started.
+    queue: Option<WorkerQueues<P>>,
     active: bool,
 }
 
@@ -397,10 +402,12 @@ impl<P: Schedulable> Shared<P> {
             || self
                 .stealers
                 .iter()
+                .zip(self.fresh_stealers.iter())
                 .zip(self.workers.iter())
                 // Relaxed: see `WorkerShared::active`.
-                .any(|(stealer, worker)| {
-                    worker.active.load(Ordering::Relaxed) && !stealer.is_empty()
+                .any(|((stealer, fresh), worker)| {
+                    worker.active.load(Ordering::Relaxed)
+                        && !(stealer.is_empty() && fresh.is_empty())
                 })
     }
 
@@ -441,15 +448,11 @@ impl<P: Schedulable> Shared<P> {
     /// Schedules a fiber that has never run.
     fn schedule_new(&self, process: Arc<P>) {
         match self.local_worker() {
-            Some(worker) => {
-                // The newest process runs next (Go's `newproc` does the same): a process tree
-                // then unfolds depth-first, so its live set stays small (skynet keeps ~100
-                // processes alive instead of a million), while the displaced, older one goes
-                // to the stealable queue.
-                if let Some(previous) = self.workers[worker.index].runnext.put(process) {
-                    worker.queue.push(previous);
-                }
-            }
+            // Onto the worker's LIFO deque of new processes: the newest runs first, so a process
+            // tree unfolds depth-first and its live set stays small (skynet: a few hundred
+            // processes alive instead of a third of a million), while idle workers steal the
+            // oldest, i.e. the largest subtrees (work-first scheduling, as in Cilk).
+            Some(worker) => worker.fresh.push(process),
             None => self.injector.push(process),
         }
         self.notify_one();
@@ -462,11 +465,15 @@ impl<P: Schedulable> Shared<P> {
 }
 
 impl<P: Schedulable> Shared<P> {
-    /// Starts the thread of worker `index` with its queue.
-    fn start_worker(self: &Arc<Self>, index: usize, queue: Worker<Arc<P>>) -> std::io::Result<()> {
+    /// Starts the thread of worker `index` with its run queue and fresh deque.
+    fn start_worker(
+        self: &Arc<Self>,
+        index: usize,
+        (queue, fresh): WorkerQueues<P>,
+    ) -> std::io::Result<()> {
         // Relaxed: see the field.
         self.workers[index].active.store(true, Ordering::Relaxed);
-        let worker = WorkerLocal::new(index, self.clone(), queue);
+        let worker = WorkerLocal::new(index, self.clone(), queue, fresh);
         let handle = std::thread::Builder::new()
             .name(format!("{}-{index}", self.thread_name))
             .spawn(move || worker.run())?;
@@ -736,11 +743,14 @@ impl<P: Schedulable> Runtime<P> {
             )));
         }
         let total = config.schedulers + config.spares;
-        let mut queues: Vec<Worker<Arc<P>>> = (0..total).map(|_| Worker::new_fifo()).collect();
+        let mut queues: Vec<WorkerQueues<P>> = (0..total)
+            .map(|_| (Worker::new_fifo(), Worker::new_lifo()))
+            .collect();
         let origin = Instant::now();
         let shared = Arc::new(Shared {
             injector: Injector::new(),
-            stealers: queues.iter().map(Worker::stealer).collect(),
+            stealers: queues.iter().map(|(queue, _)| queue.stealer()).collect(),
+            fresh_stealers: queues.iter().map(|(_, fresh)| fresh.stealer()).collect(),
             workers: (0..total)
                 .map(|_| WorkerShared {
                     parker: Parker::default(),
@@ -851,8 +861,8 @@ impl<P: Schedulable> Runtime<P> {
         self.shared.slots.enabled()
     }
 
-    /// Schedules a new process. From a worker of this runtime it goes to that worker's queue,
-    /// from anywhere else to the shared injector.
+    /// Schedules a new process. From a worker of this runtime it goes to that worker's fresh deque
+    /// (newest first), from anywhere else to the shared injector.
     pub fn spawn(&self, process: Arc<P>) {
         match self.shared.local_index() {
             Some(index) => self.shared.workers[index]

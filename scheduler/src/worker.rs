@@ -18,6 +18,13 @@ use crate::Schedulable;
 /// both use 61 (a prime, so it does not resonate with other periodic behaviour).
 const INJECTOR_INTERVAL: u64 = 61;
 
+/// Every this many ticks the worker takes from its run queue before its fresh deque, so that
+/// processes woken while the runnext slot was taken get a share of a worker that an endless
+/// tree of spawns keeps busy. (A process that yields first moves the fresh deque to the queue
+/// ahead of itself; see `run_process`.) A prime, like [`INJECTOR_INTERVAL`], and a different
+/// one, so that the two checks do not coincide.
+const QUEUE_INTERVAL: u64 = 31;
+
 /// Every this many ticks a busy worker checks its timer wheel. Guessed: at ~100 ns per tick
 /// this polls the clock every ~1.6 µs of busy work, well under the wheel's 1 ms resolution.
 const TIMER_INTERVAL: u64 = 16;
@@ -30,6 +37,10 @@ pub(crate) struct WorkerLocal<P> {
     pub(crate) shared: Arc<Shared<P>>,
     /// The local run queue (FIFO; the other workers steal from its other end).
     pub(crate) queue: Worker<Arc<P>>,
+    /// Processes spawned on this worker that have not run yet (LIFO: the newest runs first;
+    /// the other workers steal the oldest). See `next_process` for how it shares the worker with
+    /// `queue`.
+    pub(crate) fresh: Worker<Arc<P>>,
     /// Consecutive runs taken from `runnext`.
     /// Reductions left of the current time slice. A process taken from runnext inherits them
     /// (Go's `runnext` inherits the time slice): a chain of wake-ups or spawns shares one slice,
@@ -62,10 +73,16 @@ const SPIN_PAUSES: usize = 64;
 const FREE_SLOT_CACHE: usize = 64;
 
 impl<P: Schedulable> WorkerLocal<P> {
-    pub(crate) fn new(index: usize, shared: Arc<Shared<P>>, queue: Worker<Arc<P>>) -> Self {
+    pub(crate) fn new(
+        index: usize,
+        shared: Arc<Shared<P>>,
+        queue: Worker<Arc<P>>,
+        fresh: Worker<Arc<P>>,
+    ) -> Self {
         WorkerLocal {
             index,
             queue,
+            fresh,
             slice_left: Cell::new(0),
             next_slice: Cell::new(crate::fiber::REDUCTIONS_PER_SLICE),
             free_slots: RefCell::new(Vec::new()),
@@ -171,6 +188,9 @@ impl<P: Schedulable> WorkerLocal<P> {
         while let Some(process) = self.queue.pop() {
             shared.injector.push(process);
         }
+        while let Some(process) = self.fresh.pop() {
+            shared.injector.push(process);
+        }
         // Nobody fires a dormant spare's wheel: its timers go to worker 0's, which all watch.
         shared.workers[self.index]
             .timers
@@ -185,8 +205,15 @@ impl<P: Schedulable> WorkerLocal<P> {
         }
     }
 
-    /// The next process to run, from (in order) the runnext slot, the local queue, the
-    /// injector and the other workers' queues.
+    /// The next process to run, from (in order) the runnext slot, the fresh deque, the local
+    /// queue, the injector and the other workers' queues.
+    ///
+    /// New processes run before queued ones, newest first: a spawner's children run while
+    /// their parent's data is still in this core's cache, and a process tree unfolds
+    /// depth-first instead of breadth-first (its live set, and so its memory, stays small).
+    /// A process that used up its slice goes behind every process spawned before it (see
+    /// `run_process`), so a spawner cannot outrun its children; and so that an endless tree of
+    /// spawns cannot starve the queue, every [`QUEUE_INTERVAL`]-th pick takes the queue first.
     fn next_process(&self, tick: u64) -> Option<Arc<P>> {
         if tick.is_multiple_of(INJECTOR_INTERVAL) || self.chance(8) {
             if let Some(process) = self.steal_from_injector() {
@@ -202,6 +229,14 @@ impl<P: Schedulable> WorkerLocal<P> {
             self.queue.push(process);
         }
         self.next_slice.set(self.slice());
+        if tick.is_multiple_of(QUEUE_INTERVAL) || self.chance(4) {
+            if let Some(process) = self.queue.pop() {
+                return Some(process);
+            }
+        }
+        if let Some(process) = self.fresh.pop() {
+            return Some(process);
+        }
         if let Some(process) = self.queue.pop() {
             return Some(process);
         }
@@ -253,6 +288,12 @@ impl<P: Schedulable> WorkerLocal<P> {
                     }
                 }
                 match stealers[victim].steal_batch_and_pop(&self.queue) {
+                    Steal::Success(process) => return Some(process),
+                    Steal::Empty => {}
+                    Steal::Retry => retry = true,
+                }
+                // The oldest new processes: in a process tree, the largest subtrees.
+                match self.shared.fresh_stealers[victim].steal_batch_and_pop(&self.fresh) {
                     Steal::Success(process) => return Some(process),
                     Steal::Empty => {}
                     Steal::Retry => retry = true,
@@ -310,6 +351,12 @@ impl<P: Schedulable> WorkerLocal<P> {
             RunOutcome::Yielded => {
                 self.release_slot(slot);
                 fiber.transition_to_scheduled();
+                // Behind what it spawned before (FIFO between the two, as if spawns were
+                // queued): a process that spawns in a loop gets one slice per slice's worth of
+                // children run, not one per few children, and cannot flood the fresh deque.
+                while let Some(spawned) = self.fresh.pop() {
+                    self.queue.push(spawned);
+                }
                 self.queue.push(process);
                 self.shared.notify_one();
             }
