@@ -291,10 +291,11 @@ pub(crate) struct WorkerShared<P> {
 }
 
 /// Batches of finished processes (each half a worker's `Config::recycle`) the runtime-wide store
-/// holds at most; beyond it a full worker frees what it cannot keep. Guessed: with the VM's 256
-/// per worker, 16 batches of 128 control blocks are ~700 KiB, enough to carry a spawner on one
-/// core through a slice (4,000 reductions: up to 4,000 spawns) whose children end on another.
-pub const RECYCLE_SPILL_BATCHES: usize = 16;
+/// holds at most; beyond it a full worker frees what it cannot keep. Sized for a spawner's
+/// slice: 4,000 reductions are up to 4,000 spawns, and with the VM's 256 per worker, 32 batches
+/// of 128 control blocks (4,096, ~1.4 MiB) let the next slice's spawns all reuse the blocks of
+/// the last slice's children (with 16, W1 on one scheduler still allocated 47 % of its blocks).
+pub const RECYCLE_SPILL_BATCHES: usize = 32;
 
 /// State shared by all workers of one runtime (and by processes, through their context).
 pub(crate) struct Shared<P> {

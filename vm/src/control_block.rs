@@ -129,7 +129,8 @@ impl Process {
         }
     }
 
-    /// Turns this finished process's husk into process `pid` of `vm`, in place: what the old
+    /// Turns this finished process's husk into process `pid` (of the same VM, at the same table
+    /// index), in place: what the old
     /// process left (a stale message pushed after it ended, its finished fiber) is dropped, and
     /// every field is as [`Process::new`] makes it.
     pub(crate) fn reuse(
@@ -139,9 +140,11 @@ impl Process {
         fiber: Fiber,
         on_exit: Option<ExitHook>,
     ) {
-        if !Arc::ptr_eq(&self.vm, vm) {
-            self.vm = vm.clone();
-        }
+        // Blocks are kept per runtime, i.e. per VM: the husk's table index is this VM's.
+        debug_assert!(
+            Arc::ptr_eq(&self.vm, vm),
+            "a control block reused in another VM"
+        );
         self.pid = pid;
         self.fiber = fiber;
         self.mailbox = Mailbox::new();
@@ -269,8 +272,7 @@ impl Process {
         self.exiting.store(true, Ordering::Relaxed);
         // Process-locals may run arbitrary Drop code; a panic there must not escape the fiber.
         let _ = catch_unwind(AssertUnwindSafe(|| self.locals.drop_all()));
-        let shard = self.vm.table.shard_of(self.vm.runtime.current_worker());
-        self.vm.table.remove(self.pid, shard);
+        self.vm.table.remove(self.pid);
         let hook = signal::propagate_exit(self, &reason);
         if let Some(hook) = hook {
             let _ = catch_unwind(AssertUnwindSafe(|| hook(&reason)));
@@ -281,6 +283,14 @@ impl Process {
         if self.mailbox.len() != 0 {
             let _ = catch_unwind(AssertUnwindSafe(|| self.mailbox.clear()));
         }
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        // The block's table index is free once the block is gone (table invariant 4).
+        let shard = self.vm.table.shard_of(self.vm.runtime.current_worker());
+        self.vm.table.free_index(self.pid.index, shard);
     }
 }
 

@@ -53,10 +53,16 @@ where
     let shard = vm.table.shard_of(worker);
     // A control block this scheduler kept from a finished process, if any (taken before the
     // table entry's lock: dropping the old contents runs their destructors).
-    let recycled = worker.and_then(|worker| vm.runtime.take_recycled(worker));
+    // Only a block nothing else references can be reused (one always is: a worker keeps a
+    // block only when it holds its last reference, and no new one can be made from there).
+    let recycled = worker
+        .and_then(|worker| vm.runtime.take_recycled(worker))
+        .and_then(|mut block| Arc::get_mut(&mut block).is_some().then_some(block));
     let fiber = Fiber::new(entry);
-    let process = vm.table.insert(shard, |pid| match recycled {
-        Some(block) => reuse_or_allocate(block, pid, vm, fiber, options.on_exit),
+    // A reused block keeps its table index (table invariant 4).
+    let reused_index = recycled.as_ref().map(|block| block.pid.index);
+    let process = vm.table.insert(shard, reused_index, |pid| match recycled {
+        Some(block) => reuse(block, pid, vm, fiber, options.on_exit),
         None => Arc::new(Process::new(pid, vm.clone(), fiber, options.on_exit)),
     });
     let pid = process.pid;
@@ -76,24 +82,21 @@ where
     Ok((pid, monitor))
 }
 
-/// Makes the new process `pid` in `recycled`'s allocation if nothing else references it (in
-/// place: its VM reference is kept, and nothing is built on the stack and copied), else in a
-/// new one. The old contents are a finished process's husk (its mailbox, locals and links were
-/// emptied when it ended).
-fn reuse_or_allocate(
+/// Makes the new process `pid` in `recycled`'s allocation, which nothing else references (in
+/// place: its VM reference is kept, and nothing is built on the stack and copied). The old
+/// contents are a finished process's husk (its mailbox, locals and links were emptied when it
+/// ended).
+fn reuse(
     mut recycled: Arc<Process>,
     pid: Pid,
     vm: &Arc<VmShared>,
     fiber: Fiber,
     on_exit: Option<ExitHook>,
 ) -> Arc<Process> {
-    match Arc::get_mut(&mut recycled) {
-        Some(husk) => {
-            husk.reuse(pid, vm, fiber, on_exit);
-            recycled
-        }
-        None => Arc::new(Process::new(pid, vm.clone(), fiber, on_exit)),
-    }
+    Arc::get_mut(&mut recycled)
+        .expect("a recycled control block is referenced only by its taker")
+        .reuse(pid, vm, fiber, on_exit);
+    recycled
 }
 
 /// The last step of every process body. Kept out of line: the entry closure's frame stays on
@@ -393,6 +396,44 @@ mod tests {
         assert!(
             refilled,
             "a worker with no blocks did not take from the shared store"
+        );
+    }
+
+    /// Table indices are not leaked whatever happens to a finished process's block: a block
+    /// the schedulers keep takes its index along into the next process made in it, and a block
+    /// that is freed (more processes ended at once than the schedulers keep) frees its index.
+    /// Three waves of 20,000 processes alive at once end with about 20,000 indices used, not
+    /// 60,000.
+    #[test]
+    fn table_indices_are_reused_whether_blocks_are_kept_or_freed() {
+        let vm = Vm::builder().schedulers(2).build().unwrap();
+        let used = vm
+            .run(|| {
+                let root = crate::self_pid();
+                for _ in 0..3 {
+                    let pids: Vec<crate::Pid> = (0..20_000)
+                        .map(|_| {
+                            spawn(move || {
+                                let () = receive::<()>();
+                                send(root, "done");
+                            })
+                        })
+                        .collect();
+                    for pid in pids {
+                        send(pid, ());
+                    }
+                    for _ in 0..20_000 {
+                        assert_eq!(receive::<&str>(), "done");
+                    }
+                    // Let the last ones finish (after their send) before the next wave.
+                    process::sleep(std::time::Duration::from_millis(20));
+                }
+                current("test").vm.table.indices_used()
+            })
+            .unwrap();
+        assert!(
+            (20_000..30_000).contains(&used),
+            "{used} table indices used for waves of 20,000"
         );
     }
 }

@@ -6,6 +6,10 @@
 //!    generations match, so a dead pid never addresses a later process.
 //! 2. An entry holds its process from `insert` until `remove`, which the process itself does as
 //!    the first step of ending; a process's pid is alive exactly while its entry holds it.
+//! 4. An index belongs to one control block from `insert` until the block is dropped (its
+//!    `Drop` calls `free_index`): a finished process's block that the schedulers keep for
+//!    reuse keeps its index, and the next process made in that block takes the same index with
+//!    the next generation, without touching the free lists.
 //! 3. At most `max` entries hold a process at once (`reserve` before `insert`).
 //!
 //! Entries live in segments allocated on first use, each twice the size of the one before
@@ -159,13 +163,15 @@ impl ProcessTable {
     }
 
     /// Allocates a pid for a reserved process; `make` builds the process knowing its pid.
-    /// `shard` is the caller's free-index shard ([`shard_of`](Self::shard_of)).
+    /// `shard` is the caller's free-index shard ([`shard_of`](Self::shard_of)). `reused`: the
+    /// index of the recycled control block the process will be made in (invariant 4), if any.
     pub(crate) fn insert(
         &self,
         shard: usize,
+        reused: Option<u32>,
         make: impl FnOnce(Pid) -> Arc<Process>,
     ) -> Arc<Process> {
-        let index = self.take_free(shard).unwrap_or_else(|| {
+        let index = reused.or_else(|| self.take_free(shard)).unwrap_or_else(|| {
             // Relaxed: only uniqueness matters; the entry is published under its own lock.
             self.next_fresh.fetch_add(1, Ordering::Relaxed)
         });
@@ -202,9 +208,9 @@ impl ProcessTable {
         state.process.as_ref().map(f)
     }
 
-    /// Removes the process with this pid (it is ending); its index goes to free-index shard
-    /// `shard` (the caller's, [`shard_of`](Self::shard_of)).
-    pub(crate) fn remove(&self, pid: Pid, shard: usize) -> Option<Arc<Process>> {
+    /// Removes the process with this pid (it is ending). Its index stays with its control
+    /// block (invariant 4).
+    pub(crate) fn remove(&self, pid: Pid) -> Option<Arc<Process>> {
         let removed = {
             let mut state = self
                 .entry(pid.index)?
@@ -216,10 +222,15 @@ impl ProcessTable {
             state.process.take()
         };
         if removed.is_some() {
-            self.free[shard].push(pid.index);
             self.count.fetch_sub(1, Ordering::Relaxed);
         }
         removed
+    }
+
+    /// A control block that held `index` is gone (invariant 4): the index goes to free-index
+    /// shard `shard` (the caller's, [`shard_of`](Self::shard_of)).
+    pub(crate) fn free_index(&self, index: u32, shard: usize) {
+        self.free[shard].push(index);
     }
 
     /// A free index: from shard `shard` if it has one, else from the first other shard that
@@ -227,6 +238,13 @@ impl ProcessTable {
     fn take_free(&self, shard: usize) -> Option<u32> {
         let shards = self.free.len();
         (0..shards).find_map(|offset| self.free[(shard + offset) % shards].pop())
+    }
+
+    /// Indices ever used: the table's high-water mark (for tests).
+    #[cfg(test)]
+    pub(crate) fn indices_used(&self) -> u32 {
+        // Relaxed: a statistic.
+        self.next_fresh.load(Ordering::Relaxed)
     }
 
     /// Processes in the table.
