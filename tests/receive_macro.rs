@@ -375,11 +375,13 @@ on_schedulers! {
         run(vm, || {
             let me = self_pid();
             let delay = Duration::from_millis(200);
+            // Before the spawn: another scheduler may steal the child and start its sleep
+            // before `spawn` even returns here.
+            let started = Instant::now();
             spawn(move || {
                 process::sleep(delay);
                 send(me, Stop);
             });
-            let started = Instant::now();
             receive! { Stop: Stop => (), }
             let elapsed = started.elapsed();
             assert!(elapsed >= delay, "receive! without after returned after {elapsed:?} with no message");
