@@ -247,7 +247,7 @@ pub(crate) fn deliver(vm: &VmShared, pid: Pid, message: Message) {
     if pid.vm != vm.id {
         return;
     }
-    // Under the entry's lock (lock order: table entry, then mailbox, then the scheduler's
+    // Under the entry's read lock (lock order: table entry, then mailbox, then the scheduler's
     // own); nothing that holds a mailbox or scheduler lock ever takes an entry's.
     vm.table.with(pid, |target| {
         target.mailbox.push(message);
