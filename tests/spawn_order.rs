@@ -67,10 +67,14 @@ fn a_process_tree_unfolds_depth_first() {
         assert_eq!(sum, (0..100_000u64).sum::<u64>());
         live.most.load(Ordering::Relaxed)
     });
-    assert!(
-        most <= 1_000,
-        "{most} processes alive at once: the tree did not unfold depth-first"
-    );
+    // The randomized test mode (STARLING_RANDOMIZE_SCHEDULING) cuts slices short and takes the
+    // run queue first at random on purpose: there only the sum is checked.
+    if std::env::var_os("STARLING_RANDOMIZE_SCHEDULING").is_none() {
+        assert!(
+            most <= 1_000,
+            "{most} processes alive at once: the tree did not unfold depth-first"
+        );
+    }
 }
 
 /// A process that spawns in a loop (and so uses up its slices) runs again only after the
