@@ -61,7 +61,8 @@
 //! finished processes the workers kept for reuse (`Config::recycle`: a worker that held the last
 //! reference to a finished process keeps it, up to a bound, so the next spawn on it reuses the
 //! allocation; a full worker hands half of what it keeps to a runtime-wide store, from which a
-//! worker with none refills), and freed heap (`malloc_trim`).
+//! worker with none refills), the pages of freed saved-frame buffers (`frames.rs`), and freed
+//! heap (`malloc_trim`).
 //!
 //! # Processes that never yield
 //!
