@@ -106,7 +106,10 @@ const BUSY: u32 = 1;
 /// them under the `waiters` lock.
 const CONTENDED: u32 = 2;
 
-/// One stack slot's bookkeeping.
+/// One stack slot's bookkeeping, on a cache line of its own: neighbouring slots are usually
+/// held by processes on different workers, whose `busy` and `homed` updates would otherwise
+/// take each other's line away.
+#[repr(align(64))]
 struct Slot<P> {
     /// `FREE` / `BUSY` / `CONTENDED`, any thread, atomically.
     busy: AtomicU32,
