@@ -144,7 +144,7 @@ pub use blocking::{BlockingPool, DEFAULT_BLOCKING_IDLE, DEFAULT_BLOCKING_THREADS
 pub use context::{current_process, in_process};
 pub use fiber::{Fiber, FiberStatus, REDUCTIONS_PER_SLICE};
 pub use runtime::{
-    Config, LongScheduleHook, Runtime, StartError, TimerHandle, DEFAULT_MAX_SLOTS,
+    Config, LongScheduleHook, Padded, Runtime, StartError, TimerHandle, DEFAULT_MAX_SLOTS,
     DEFAULT_SLOT_SIZE, DEFAULT_SPARES, RECYCLE_SPILL_BATCHES,
 };
 pub use suspend::{park, park_as, park_until, spend, spend_as, yield_now};

@@ -263,10 +263,10 @@ impl<P: Schedulable> Timers<P> {
 
 /// A value alone on its own two cache lines (the adjacent-line prefetcher pairs them), so that
 /// writes to its neighbours do not take its line away from the cores that read it, and vice
-/// versa (crossbeam's `CachePadded`, in six lines).
+/// versa (crossbeam's `CachePadded`, in a few lines). Also used by the VM's process table.
 #[repr(align(128))]
-#[derive(Default)]
-pub(crate) struct Padded<T>(pub(crate) T);
+#[derive(Debug, Default)]
+pub struct Padded<T>(pub T);
 
 impl<T> std::ops::Deref for Padded<T> {
     type Target = T;

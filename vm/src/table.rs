@@ -20,6 +20,8 @@
 use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, RwLock};
 
+use starling_scheduler::Padded;
+
 use crate::control_block::Process;
 use crate::pid::Pid;
 
@@ -64,9 +66,10 @@ pub(crate) struct ProcessTable {
     /// touched lately. Each shard is LIFO (for cache locality), under its mutex.
     free: Box<[FreeShard]>,
     /// The first never-used index. Any thread, atomically.
-    next_fresh: AtomicU32,
-    /// Processes in the table (and reserved slots). Any thread, atomically.
-    count: AtomicUsize,
+    next_fresh: Padded<AtomicU32>,
+    /// Processes in the table (and reserved slots). Any thread, atomically. Padded: every spawn
+    /// and exit on every core writes it, while every send reads the fields around it.
+    count: Padded<AtomicUsize>,
     /// Most processes at once.
     max: usize,
     /// The VM's id, stamped into every pid.
@@ -120,8 +123,8 @@ impl ProcessTable {
         ProcessTable {
             segments: (0..segment_count).map(|_| OnceLock::new()).collect(),
             free: (0..=schedulers).map(|_| FreeShard::new()).collect(),
-            next_fresh: AtomicU32::new(0),
-            count: AtomicUsize::new(0),
+            next_fresh: Padded(AtomicU32::new(0)),
+            count: Padded(AtomicUsize::new(0)),
             max,
             vm,
         }
