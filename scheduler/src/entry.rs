@@ -11,13 +11,15 @@
 //! # Solution
 //!
 //! An [`Entry`] keeps a body of up to four words inline (most closures capture a pid and a
-//! value or two, e.g. skynet's parent, level and number; larger ones are boxed) with a `start` function monomorphized for the body's type. `start`
-//! creates the coroutine on the concrete closure type, so the body is called directly.
+//! value or two, e.g. skynet's parent, level and number; larger ones are boxed) with a `start`
+//! function monomorphized for the body's type. `start` creates the coroutine on the concrete
+//! closure type, so the body is called directly.
 //!
 //! # Invariants
 //!
 //! 1. `storage` holds a valid, owned body (inline or as a `Box`'s pointer, per the `start` and
-//!    `drop` functions of the vtable chosen for its type) until `start` or `drop` consumes it, exactly once.
+//!    `drop` functions of the vtable chosen for its type) until `start` or `drop` consumes it,
+//!    exactly once.
 
 use std::mem::{align_of, size_of, ManuallyDrop, MaybeUninit};
 

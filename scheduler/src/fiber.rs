@@ -455,7 +455,7 @@ impl Fiber {
         }
         debug_assert_eq!(core.saved_low + core.saved.len(), base);
         // SAFETY: the destination is the range the frames were copied from, inside the held
-        // slot; the buffer is heap memory, disjoint from it.
+        // slot; the buffer is the saved-frames store's memory, disjoint from it.
         unsafe { slot::copy_in(core.saved_low, core.saved.as_slice()) };
         #[cfg(debug_assertions)]
         // SAFETY: below the restored frames the slot holds nothing live.

@@ -213,7 +213,7 @@ fn advise_free((low, high): (usize, usize), page: usize) {
     }
 }
 
-/// Bytes `give_back` could not return and the free lists' total (for tests).
+/// Bytes of the buffers in the free lists (for tests).
 #[cfg(test)]
 fn free_bytes() -> usize {
     STORE
@@ -269,11 +269,8 @@ impl SavedFrames {
     /// buffer.
     pub(crate) unsafe fn copy_from(&mut self, low: usize, high: usize) {
         let len = high - low;
-        let wanted = if len <= SMALL_MAX {
-            (class_of(len.max(1)) + 1) * GRANULE
-        } else {
-            len.next_multiple_of(GRANULE)
-        };
+        // A class's size when small (`class_of` rounds up to the same multiple).
+        let wanted = len.max(1).next_multiple_of(GRANULE);
         if wanted != self.capacity {
             self.release();
             self.address = if wanted <= SMALL_MAX {
@@ -316,8 +313,11 @@ impl SavedFrames {
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
                 .push(self.address);
-            // Relaxed: see the field.
-            STORE.dirty.store(true, Ordering::Relaxed);
+            // Relaxed: see the field. Read first: once set, the flag's cache line stays shared
+            // instead of being written by every release on every core.
+            if !STORE.dirty.load(Ordering::Relaxed) {
+                STORE.dirty.store(true, Ordering::Relaxed);
+            }
         } else {
             let layout = Layout::from_size_align(self.capacity, LARGE_ALIGN).expect("valid layout");
             // SAFETY: allocated in `copy_from` with this very layout, and not used after this.

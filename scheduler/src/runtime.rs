@@ -335,12 +335,12 @@ pub(crate) struct Shared<P> {
     pub(crate) shutdown: AtomicBool,
     /// Instant of timer tick 0.
     pub(crate) origin: Instant,
-    /// Seed of the randomized test mode, if on (see `Config::randomize`).
     /// Finished processes each worker may keep (`Config::recycle`).
     pub(crate) recycle: usize,
     /// Batches of finished processes that full workers handed over, for workers with none
     /// (`Config::recycle`); at most [`RECYCLE_SPILL_BATCHES`].
     pub(crate) recycled_spill: Mutex<Vec<Vec<Arc<P>>>>,
+    /// Seed of the randomized test mode, if on (see `Config::randomize`).
     pub(crate) randomize: Option<u64>,
     /// Prefix of thread names.
     thread_name: String,

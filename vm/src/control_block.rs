@@ -130,9 +130,8 @@ impl Process {
     }
 
     /// Turns this finished process's husk into process `pid` (of the same VM, at the same table
-    /// index), in place: what the old
-    /// process left (a stale message pushed after it ended, its finished fiber) is dropped, and
-    /// every field is as [`Process::new`] makes it.
+    /// index), in place: what the old process left (a stale message pushed after it ended, its
+    /// finished fiber) is dropped, and every field is as [`Process::new`] makes it.
     pub(crate) fn reuse(
         &mut self,
         pid: Pid,

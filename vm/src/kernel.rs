@@ -52,12 +52,13 @@ where
     let worker = vm.runtime.current_worker();
     let shard = vm.table.shard_of(worker);
     // A control block this scheduler kept from a finished process, if any (taken before the
-    // table entry's lock: dropping the old contents runs their destructors).
-    // Only a block nothing else references can be reused (one always is: a worker keeps a
-    // block only when it holds its last reference, and no new one can be made from there).
+    // table entry's lock: dropping the old contents runs their destructors). Only a block
+    // nothing else references can be reused; one always is (a worker keeps a block only when it
+    // holds its last reference, and no process ever has a `Weak`, so a strong count of one
+    // proves it with a plain load; `reuse` then borrows it mutably once).
     let recycled = worker
         .and_then(|worker| vm.runtime.take_recycled(worker))
-        .and_then(|mut block| Arc::get_mut(&mut block).is_some().then_some(block));
+        .filter(|block| Arc::strong_count(block) == 1);
     let fiber = Fiber::new(entry);
     // A reused block keeps its table index (table invariant 4).
     let reused_index = recycled.as_ref().map(|block| block.pid.index);

@@ -6,11 +6,11 @@
 //!    generations match, so a dead pid never addresses a later process.
 //! 2. An entry holds its process from `insert` until `remove`, which the process itself does as
 //!    the first step of ending; a process's pid is alive exactly while its entry holds it.
+//! 3. At most `max` entries hold a process at once (`reserve` before `insert`).
 //! 4. An index belongs to one control block from `insert` until the block is dropped (its
 //!    `Drop` calls `free_index`): a finished process's block that the schedulers keep for
 //!    reuse keeps its index, and the next process made in that block takes the same index with
 //!    the next generation, without touching the free lists.
-//! 3. At most `max` entries hold a process at once (`reserve` before `insert`).
 //!
 //! Entries live in segments allocated on first use, each twice the size of the one before
 //! (1 Ki entries, then 2 Ki, 4 Ki, ...), so the table costs memory in proportion to the most
