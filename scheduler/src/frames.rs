@@ -231,10 +231,12 @@ fn free_bytes() -> usize {
 pub(crate) struct SavedFrames {
     /// The buffer's address; 0 when there is none.
     address: usize,
-    /// Bytes of frames held.
-    len: usize,
+    /// Bytes of frames held. 32 bits, like `capacity`: a stack slot is at most 1 GiB
+    /// (`Config::slot_size`), and the two halves keep this in two words, i.e. eight bytes less
+    /// for every parked process.
+    len: u32,
     /// The buffer's size.
-    capacity: usize,
+    capacity: u32,
 }
 
 // SAFETY: a `SavedFrames` owns its buffer exclusively (invariant 1); moving it to another thread
@@ -252,12 +254,12 @@ impl SavedFrames {
 
     /// Bytes of frames held.
     pub(crate) fn len(&self) -> usize {
-        self.len
+        self.len as usize
     }
 
     /// Bytes of the buffer (what the process holds while evicted).
     pub(crate) fn capacity(&self) -> usize {
-        self.capacity
+        self.capacity as usize
     }
 
     /// Replaces the contents with a copy of `[low, high)`, keeping the buffer if it is of the
@@ -271,7 +273,8 @@ impl SavedFrames {
         let len = high - low;
         // A class's size when small (`class_of` rounds up to the same multiple).
         let wanted = len.max(1).next_multiple_of(GRANULE);
-        if wanted != self.capacity {
+        let wanted32 = u32::try_from(wanted).expect("saved frames larger than a stack slot");
+        if wanted32 != self.capacity {
             self.release();
             self.address = if wanted <= SMALL_MAX {
                 allocate_small(class_of(wanted))
@@ -284,12 +287,13 @@ impl SavedFrames {
                 }
                 pointer as usize
             };
-            self.capacity = wanted;
+            self.capacity = wanted32;
         }
         // SAFETY: the caller guarantees the source; the destination is our own buffer of at
         // least `len` bytes (invariant 1), disjoint from it.
         unsafe { std::ptr::copy_nonoverlapping(low as *const u8, self.address as *mut u8, len) };
-        self.len = len;
+        // Lossless: `len <= wanted`, which fits (checked above).
+        self.len = len as u32;
     }
 
     /// The frames held.
@@ -299,7 +303,7 @@ impl SavedFrames {
         }
         // SAFETY: the buffer is ours (invariant 1) and its first `len` bytes were written by
         // `copy_from`.
-        unsafe { std::slice::from_raw_parts(self.address as *const u8, self.len) }
+        unsafe { std::slice::from_raw_parts(self.address as *const u8, self.len as usize) }
     }
 
     /// Gives the buffer back (to its class's free list, or to the global allocator).
@@ -307,8 +311,9 @@ impl SavedFrames {
         if self.address == 0 {
             return;
         }
-        if self.capacity <= SMALL_MAX {
-            STORE.classes[class_of(self.capacity)]
+        let capacity = self.capacity as usize;
+        if capacity <= SMALL_MAX {
+            STORE.classes[class_of(capacity)]
                 .free
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
@@ -319,7 +324,7 @@ impl SavedFrames {
                 STORE.dirty.store(true, Ordering::Relaxed);
             }
         } else {
-            let layout = Layout::from_size_align(self.capacity, LARGE_ALIGN).expect("valid layout");
+            let layout = Layout::from_size_align(capacity, LARGE_ALIGN).expect("valid layout");
             // SAFETY: allocated in `copy_from` with this very layout, and not used after this.
             unsafe { std::alloc::dealloc(self.address as *mut u8, layout) };
         }

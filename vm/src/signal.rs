@@ -59,15 +59,17 @@ pub(crate) struct SignalState {
     pub(crate) dead: bool,
     pub(crate) trap_exit: bool,
     /// The reason of the first kill (exit signal, `exit/1`, shutdown); it is the exit reason.
-    pub(crate) kill: Option<ExitReason>,
-    /// Called with the exit reason when the process ends (`Vm::run`'s root).
-    pub(crate) on_exit: Option<ExitHook>,
+    /// Boxed, like `relations`: most processes are never killed, and every byte here is a byte
+    /// of every parked process (W2).
+    pub(crate) kill: Option<Box<ExitReason>>,
     pub(crate) relations: Option<Box<Relations>>,
 }
 
-/// The links, monitors and name of a process that has any.
+/// The links, monitors, name and exit hook of a process that has any.
 #[derive(Default)]
 pub(crate) struct Relations {
+    /// Called with the exit reason when the process ends (`Vm::run`'s root).
+    pub(crate) on_exit: Option<ExitHook>,
     pub(crate) links: Vec<Pid>,
     /// Monitors this process holds: (reference, monitored process).
     pub(crate) monitors: Vec<(MonitorRef, Pid)>,
@@ -81,6 +83,19 @@ pub(crate) struct Relations {
 }
 
 impl SignalState {
+    /// The state of a new process, with the exit hook it is spawned with, if any.
+    pub(crate) fn with_exit_hook(on_exit: Option<ExitHook>) -> SignalState {
+        SignalState {
+            relations: on_exit.map(|hook| {
+                Box::new(Relations {
+                    on_exit: Some(hook),
+                    ..Relations::default()
+                })
+            }),
+            ..SignalState::default()
+        }
+    }
+
     /// The process's relations, if it has any.
     pub(crate) fn relations(&self) -> Option<&Relations> {
         self.relations.as_deref()
@@ -308,21 +323,22 @@ fn fire_monitor(me: &Process, watcher_pid: Pid, reference: MonitorRef, reason: E
 /// `me` has already left the process table. Returns the exit hook, taken under the same lock,
 /// for the caller to run.
 pub(crate) fn propagate_exit(me: &Arc<Process>, reason: &ExitReason) -> Option<ExitHook> {
-    let (relations, hook) = {
+    let relations = {
         let mut state = me.lock_signals();
         state.dead = true;
-        (state.relations.take(), state.on_exit.take())
+        state.relations.take()
     };
     // Most processes never link, monitor or register.
-    if let Some(relations) = relations {
-        propagate_relations(me, reason, *relations);
-    }
+    let mut relations = *relations?;
+    let hook = relations.on_exit.take();
+    propagate_relations(me, reason, relations);
     hook
 }
 
 /// [`propagate_exit`] for a process that had relations.
 fn propagate_relations(me: &Arc<Process>, reason: &ExitReason, relations: Relations) {
     let Relations {
+        on_exit: _,
         links,
         monitors,
         monitored_by,
