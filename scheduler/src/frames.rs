@@ -273,8 +273,9 @@ impl SavedFrames {
         let len = high - low;
         // A class's size when small (`class_of` rounds up to the same multiple).
         let wanted = len.max(1).next_multiple_of(GRANULE);
-        let wanted32 = u32::try_from(wanted).expect("saved frames larger than a stack slot");
-        if wanted32 != self.capacity {
+        if wanted != self.capacity() {
+            // Checked before anything changes: a panic leaves this `SavedFrames` as it was.
+            let capacity = u32::try_from(wanted).expect("saved frames larger than a stack slot");
             self.release();
             self.address = if wanted <= SMALL_MAX {
                 allocate_small(class_of(wanted))
@@ -287,12 +288,12 @@ impl SavedFrames {
                 }
                 pointer as usize
             };
-            self.capacity = wanted32;
+            self.capacity = capacity;
         }
         // SAFETY: the caller guarantees the source; the destination is our own buffer of at
         // least `len` bytes (invariant 1), disjoint from it.
         unsafe { std::ptr::copy_nonoverlapping(low as *const u8, self.address as *mut u8, len) };
-        // Lossless: `len <= wanted`, which fits (checked above).
+        // Lossless: `len <= capacity`, a `u32`.
         self.len = len as u32;
     }
 

@@ -20,7 +20,8 @@ const SCAN_STEPS_PER_REDUCTION: usize = 16;
 /// Not inlined and not generic over the message type, so that a parked process's stack holds
 /// one small frame for it (its frames are copied at every eviction). The scan is a separate
 /// call ([`attempt`]) for the same reason: its temporaries are not in this frame while the
-/// process is parked, only what the loop itself keeps (its frame went from 144 to 64 bytes).
+/// process is parked, only what the loop itself keeps (for `receive::<M>()` its frame went
+/// from 144 to 64 bytes).
 #[inline(never)]
 pub(crate) fn select<R>(
     function: &str,
