@@ -121,11 +121,13 @@ on_schedulers! {
     fn receive_timeout_returns_the_message_that_arrives_in_time(vm) {
         run(vm, || {
             let me = self_pid();
+            // Before the spawn: another scheduler may steal the child and start its sleep
+            // before `spawn` even returns here.
+            let started = Instant::now();
             spawn(move || {
                 process::sleep(Duration::from_millis(30));
                 send(me, 99u32);
             });
-            let started = Instant::now();
             assert_eq!(receive_timeout::<u32>(Duration::from_secs(20)), Some(99));
             assert!(started.elapsed() >= Duration::from_millis(30));
         });
