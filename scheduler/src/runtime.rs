@@ -78,8 +78,9 @@ pub struct Config {
     /// owner can reuse the allocation for a new process instead of freeing one and allocating
     /// another (which, with a process allocated on one worker and freed on another, makes the
     /// allocator's threads contend). A worker whose store is full hands half of it, as one
-    /// batch, to a runtime-wide store of up to [`RECYCLE_SPILL_BATCHES`] batches, from which a
-    /// worker with an empty store refills (Go's per-P and global free-G lists): so the blocks of
+    /// batch, to a runtime-wide store of up to [`RECYCLE_SPILL_BATCHES`] batches (when that is
+    /// full too, it frees the process), from which a worker with an empty store refills (Go's
+    /// per-P and global free-G lists): so the blocks of
     /// processes spawned on one worker and finished on another flow back to the spawner instead
     /// of being freed on one thread and allocated on another. Idle workers drop what they keep
     /// when they give memory back, and `join` drops the rest.
