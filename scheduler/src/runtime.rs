@@ -79,7 +79,7 @@ pub struct Config {
     /// another (which, with a process allocated on one worker and freed on another, makes the
     /// allocator's threads contend). A worker whose store is full hands half of it, as one
     /// batch, to a runtime-wide store of up to [`RECYCLE_SPILL_BATCHES`] batches (when that is
-    /// full too, it frees the process), from which a worker with an empty store refills (Go's
+    /// full too, it frees the half), from which a worker with an empty store refills (Go's
     /// per-P and global free-G lists): so the blocks of
     /// processes spawned on one worker and finished on another flow back to the spawner instead
     /// of being freed on one thread and allocated on another. Idle workers drop what they keep
@@ -582,8 +582,8 @@ impl<P: Schedulable> Shared<P> {
 
     /// Worker `worker` keeps `process`, finished, for reuse (`Config::recycle`); the caller
     /// holds its only reference. A full store hands half of itself to the runtime-wide one, in a
-    /// vector that one kept from a batch already taken; if that store is full too, `process` is
-    /// freed instead.
+    /// vector that one kept from a batch already taken; if that store is full too, it frees that
+    /// half instead.
     pub(crate) fn keep_recycled(&self, worker: usize, process: Arc<P>) {
         let mut kept = self.workers[worker]
             .recycled
@@ -598,15 +598,19 @@ impl<P: Schedulable> Shared<P> {
             .recycled_spill
             .lock()
             .unwrap_or_else(|e| e.into_inner());
+        let half = kept.len() / 2;
         if spill.full.len() >= RECYCLE_SPILL_BATCHES {
+            // Both full: free the newer half, so that the next 127 finished processes are kept
+            // without taking the runtime-wide lock again.
             drop(spill);
+            let doomed = kept.split_off(half);
+            kept.push(process);
             drop(kept);
-            // Out of both locks: freeing a process runs its destructors.
-            drop(process);
+            // Out of both locks: freeing processes runs their destructors.
+            drop(doomed);
             return;
         }
         let mut batch = spill.empty.pop().unwrap_or_default();
-        let half = kept.len() / 2;
         batch.extend(kept.drain(half..));
         spill.full.push(batch);
         drop(spill);
