@@ -79,10 +79,10 @@ pub struct Config {
     /// another (which, with a process allocated on one worker and freed on another, makes the
     /// allocator's threads contend). A worker whose store is full hands half of it, as one
     /// batch, to a runtime-wide store of up to [`RECYCLE_SPILL_BATCHES`] batches (when that is
-    /// full too, it frees the half), from which a worker with an empty store refills (Go's
-    /// per-P and global free-G lists): so the blocks of
-    /// processes spawned on one worker and finished on another flow back to the spawner instead
-    /// of being freed on one thread and allocated on another. Idle workers drop what they keep
+    /// full too, it frees the half), from which a worker with an empty store refills (Go's per-P
+    /// and global free-G lists): so the blocks of processes spawned on one worker and finished
+    /// on another flow back to the spawner instead of being freed on one thread and allocated
+    /// on another. Idle workers drop what they keep
     /// when they give memory back, and `join` drops the rest.
     pub recycle: usize,
 }
@@ -324,7 +324,7 @@ pub const RECYCLE_SPILL_BATCHES: usize = 32;
 /// the emptied vectors of batches already taken, so that handing a batch over allocates nothing
 /// once the store has warmed up. (A fresh vector per batch was the commonest allocation of a
 /// spawn/exit burst: 3,778 of the 11,955 allocations of five 100 K waves, each a 1 KiB chunk
-/// freed on another core later; allocations like these make glibc's arenas drift.)
+/// freed later on another core.)
 pub(crate) struct RecycleSpill<P> {
     /// Batches of finished processes; at most [`RECYCLE_SPILL_BATCHES`].
     full: Vec<Vec<Arc<P>>>,
@@ -600,8 +600,8 @@ impl<P: Schedulable> Shared<P> {
             .unwrap_or_else(|e| e.into_inner());
         let half = kept.len() / 2;
         if spill.full.len() >= RECYCLE_SPILL_BATCHES {
-            // Both full: free the newer half, so that the next 127 finished processes are kept
-            // without taking the runtime-wide lock again.
+            // Both full: free the newer half, so that the next half-store's worth of finished
+            // processes is kept without taking the runtime-wide lock again.
             drop(spill);
             let doomed = kept.split_off(half);
             kept.push(process);
@@ -936,8 +936,7 @@ impl<P: Schedulable> Runtime<P> {
         if let Some(process) = kept.pop() {
             return Some(process);
         }
-        // Lock order: a worker's store, then the runtime-wide one (`keep_recycled` never holds
-        // both).
+        // Lock order: a worker's store, then the runtime-wide one (as in `keep_recycled`).
         let mut spill = self
             .shared
             .recycled_spill
