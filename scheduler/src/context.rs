@@ -39,7 +39,7 @@ pub(crate) struct Context {
     pub(crate) process_type: Option<TypeId>,
     /// The worker's `WorkerLocal<P>`, type-erased; null if not a worker.
     pub(crate) worker: *const (),
-    /// The running process `P` (inside an `Arc`), type-erased; null in the worker's own loop.
+    /// The running process `P` (inside a `Handle`), type-erased; null in the worker's own loop.
     pub(crate) process: *const (),
     /// The running process's fiber; null in the worker's own loop.
     pub(crate) fiber: *const Fiber,
@@ -123,7 +123,7 @@ pub(crate) fn set_process(process: *const (), fiber: *const Fiber) {
 ///
 /// Returns a raw pointer because the scheduler does not know how long the process lives; the
 /// VM keeps every process alive until its body has returned, so it may turn the pointer into a
-/// reference for the duration of one VM call. The pointer addresses the `P` inside an `Arc<P>`.
+/// reference for the duration of one VM call. The pointer addresses the `P` inside a `Handle<P>`.
 ///
 /// Re-read it after every call that may suspend: the process may have moved to another worker.
 #[inline]

@@ -267,7 +267,7 @@ struct Core {
 /// A green thread.
 ///
 /// Owned by the VM's process (`Schedulable::fiber`); the scheduler only ever touches it through
-/// an `Arc` of its process.
+/// a [`crate::Handle`] of its process.
 pub struct Fiber {
     state: State,
     /// Home slot index, `NO_SLOT` until the first run. Written once by the worker of the first

@@ -1,4 +1,5 @@
-//! Saved frames: the buffers that hold evicted fibers' live stack bytes.
+//! The block store: the buffers that hold evicted fibers' live stack bytes ([`SavedFrames`]),
+//! and the process control blocks behind [`crate::Handle`].
 //!
 //! # Problem
 //!
@@ -12,21 +13,22 @@
 //! # Solution
 //!
 //! A process-wide store of buffers in size classes of [`GRANULE`] bytes up to [`SMALL_MAX`],
-//! carved from anonymous mappings of 256 KiB doubling up to [`CHUNK`] (one `mmap` per 4 MiB,
-//! its pages committed in the same call). A freed buffer goes to its class's free list and is reused by the
-//! next buffer of that class. Larger frames (rare: a process parked under deep recursion) use the
+//! carved from anonymous mappings of [`CHUNK`] bytes of address space, committed a [`WINDOW`]
+//! at a time ahead of the carving (`MADV_POPULATE_WRITE`). A freed buffer goes to its class's
+//! free list and is reused by the next buffer of that class. Larger frames (rare: a process parked under deep recursion) use the
 //! global allocator.
 //!
 //! The store is process-wide (a `static`, like an allocator), so a buffer stays valid whatever
 //! outlives what: a fiber dropped after its runtime still frees into it. Mappings are never
 //! unmapped. Memory goes back to the OS instead through [`give_back`], which idle workers call
 //! once a second (with `malloc_trim`): every page wholly covered by free buffers is returned with
-//! `MADV_DONTNEED` and re-faults as zeros if reused.
+//! `MADV_DONTNEED` and re-faults as zeros if reused, and so are the committed pages ahead of the
+//! bump pointer.
 //!
 //! # Invariants
 //!
 //! 1. A buffer address is either in exactly one class's free list, or owned by exactly one
-//!    [`SavedFrames`], never both.
+//!    [`SavedFrames`] or [`crate::Handle`], never both.
 //! 2. While [`give_back`] runs, the free buffers it returns to the OS are out of the free lists
 //!    (so no thread writes them meanwhile), and they go back in afterwards.
 
@@ -47,12 +49,16 @@ pub(crate) const SMALL_MAX: usize = 4096;
 /// Classes: one per multiple of `GRANULE` up to `SMALL_MAX`.
 const CLASSES: usize = SMALL_MAX / GRANULE;
 
-/// Bytes of the first chunk mapped; each next chunk is twice the size of the one before, up to
-/// [`CHUNK`]. A program that parks a few processes pays 256 KiB, not 4 MiB.
-const FIRST_CHUNK: usize = 256 << 10;
+/// Bytes of address space per chunk. Reserved, not committed (`MAP_NORESERVE`): only the
+/// windows the bump pointer has reached are committed (see [`WINDOW`]). 16 MiB: one `mmap` per
+/// ~28,000 parked processes or ~50,000 control blocks.
+pub(crate) const CHUNK: usize = 16 << 20;
 
-/// Bytes of the largest chunk. 4 MiB: one `mmap` per ~7,000 parked processes.
-pub(crate) const CHUNK: usize = 4 << 20;
+/// Bytes committed at a time ahead of the bump pointer, in one `MADV_POPULATE_WRITE` call
+/// instead of a page fault per page (~10 µs a fault here against ~0.5 ns a byte populated; see
+/// `handle.rs`). 128 KiB: the call's fixed cost is negligible next to 32 pages, and a program
+/// that parks a few processes commits no more than that.
+const WINDOW: usize = 128 << 10;
 
 /// Alignment of a large buffer (the frames hold 16-byte-aligned stack words).
 const LARGE_ALIGN: usize = 16;
@@ -65,10 +71,13 @@ struct Class {
 
 /// The part of the current chunk not yet carved.
 struct Bump {
+    /// Base address of every chunk mapped so far (for `give_back`).
+    chunks: Vec<usize>,
     next: usize,
+    /// Pages in `[next, committed)` are committed (populated, or faulted in if populating is
+    /// not supported); beyond it they are only reserved.
+    committed: usize,
     end: usize,
-    /// Size of the next chunk to map.
-    chunk: usize,
 }
 
 struct Store {
@@ -87,9 +96,10 @@ const EMPTY_CLASS: Class = Class {
 static STORE: Store = Store {
     classes: [EMPTY_CLASS; CLASSES],
     bump: Mutex::new(Bump {
+        chunks: Vec::new(),
         next: 0,
+        committed: 0,
         end: 0,
-        chunk: FIRST_CHUNK,
     }),
     dirty: AtomicBool::new(false),
 };
@@ -113,22 +123,24 @@ fn allocate_small(class: usize) -> usize {
     let mut bump = STORE.bump.lock().unwrap_or_else(|e| e.into_inner());
     if bump.end - bump.next < size {
         // The old chunk's tail (less than `SMALL_MAX` bytes) is left unused.
-        let size = bump.chunk;
-        let chunk = map_chunk(size);
-        *bump = Bump {
-            next: chunk,
-            end: chunk + size,
-            chunk: (size * 2).min(CHUNK),
-        };
+        let chunk = map_chunk(CHUNK);
+        bump.chunks.push(chunk);
+        bump.next = chunk;
+        bump.committed = chunk;
+        bump.end = chunk + CHUNK;
     }
     let address = bump.next;
     bump.next += size;
+    if bump.next > bump.committed {
+        let window = bump.committed;
+        bump.committed = (bump.next.next_multiple_of(WINDOW)).min(bump.end);
+        populate(window, bump.committed - window);
+    }
     address
 }
 
-/// Maps a new chunk of `size` bytes, its pages committed at once (`MAP_POPULATE`: one system
-/// call instead of a page fault per page; every page will be written as buffers are carved).
-/// Aborts like the global allocator does when the OS refuses.
+/// Reserves a new chunk of `size` bytes of address space, readable and writable but not
+/// committed. Aborts like the global allocator does when the OS refuses.
 fn map_chunk(size: usize) -> usize {
     // SAFETY: an anonymous private mapping at an address of the kernel's choosing touches no
     // existing memory.
@@ -137,7 +149,7 @@ fn map_chunk(size: usize) -> usize {
             std::ptr::null_mut(),
             size,
             libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE | libc::MAP_POPULATE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
             -1,
             0,
         )
@@ -148,9 +160,68 @@ fn map_chunk(size: usize) -> usize {
     address as usize
 }
 
+/// Commits `[start, start + len)` of a chunk in one system call. Best effort: on a kernel
+/// without `MADV_POPULATE_WRITE` (before 5.14) the pages fault in as they are first written,
+/// which is correct, only slower.
+fn populate(start: usize, len: usize) {
+    // SAFETY: the range lies in a chunk of ours beyond the bump pointer's carved part, so no
+    // buffer lives there; populating writes nothing visible (the pages read as zeros either
+    // way).
+    unsafe {
+        libc::madvise(start as *mut libc::c_void, len, libc::MADV_POPULATE_WRITE);
+    }
+}
+
+/// A block for `layout`: from the store when it fits a class (size up to [`SMALL_MAX`],
+/// alignment up to [`GRANULE`]: every buffer starts at a multiple of its chunk's page-aligned
+/// base plus multiples of `GRANULE`), from the global allocator otherwise. For
+/// [`crate::handle::Handle`]'s control blocks.
+pub(crate) fn allocate_block(layout: Layout) -> std::ptr::NonNull<u8> {
+    let address = if layout.size() <= SMALL_MAX && layout.align() <= GRANULE {
+        allocate_small(class_of(layout.size().max(1)))
+    } else {
+        // SAFETY: `Handle`'s layouts have a non-zero size (they hold a count).
+        let pointer = unsafe { std::alloc::alloc(layout) };
+        if pointer.is_null() {
+            std::alloc::handle_alloc_error(layout);
+        }
+        pointer as usize
+    };
+    std::ptr::NonNull::new(address as *mut u8).expect("the store never hands out address 0")
+}
+
+/// Frees a block from [`allocate_block`].
+///
+/// # Safety
+///
+/// `block` came from `allocate_block(layout)` with this `layout` and is not used afterwards.
+pub(crate) unsafe fn free_block(block: std::ptr::NonNull<u8>, layout: Layout) {
+    if layout.size() <= SMALL_MAX && layout.align() <= GRANULE {
+        free_small(block.as_ptr() as usize, class_of(layout.size().max(1)));
+    } else {
+        // SAFETY: allocated by the global allocator with this layout (the caller's contract).
+        unsafe { std::alloc::dealloc(block.as_ptr(), layout) };
+    }
+}
+
+/// Puts a buffer of class `class` back on its free list (invariant 1).
+fn free_small(address: usize, class: usize) {
+    STORE.classes[class]
+        .free
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .push(address);
+    // Relaxed: see the field. Read first: once set, the flag's cache line stays shared instead
+    // of being written by every release on every core.
+    if !STORE.dirty.load(Ordering::Relaxed) {
+        STORE.dirty.store(true, Ordering::Relaxed);
+    }
+}
+
 /// Returns every page wholly covered by free buffers to the OS (`MADV_DONTNEED`). Called by idle
 /// workers at most once a second; does nothing if no buffer was freed since the last call.
 pub(crate) fn give_back() {
+    release_uncarved_tail();
     // Relaxed: see the field.
     if !STORE.dirty.swap(false, Ordering::Relaxed) {
         return;
@@ -161,30 +232,7 @@ pub(crate) fn give_back() {
         .iter()
         .map(|class| std::mem::take(&mut *class.free.lock().unwrap_or_else(|e| e.into_inner())))
         .collect();
-    let mut ranges: Vec<(usize, usize)> = taken
-        .iter()
-        .enumerate()
-        .flat_map(|(class, free)| {
-            let size = (class + 1) * GRANULE;
-            free.iter().map(move |&address| (address, address + size))
-        })
-        .collect();
-    ranges.sort_unstable();
-    let page = 4096;
-    let mut merged: Option<(usize, usize)> = None;
-    for (start, end) in ranges {
-        merged = match merged {
-            Some((low, high)) if start == high => Some((low, end)),
-            Some(range) => {
-                advise_free(range, page);
-                Some((start, end))
-            }
-            None => Some((start, end)),
-        };
-    }
-    if let Some(range) = merged {
-        advise_free(range, page);
-    }
+    advise_free_pages(&taken);
     for (class, free) in taken.iter_mut().enumerate() {
         if free.is_empty() {
             continue;
@@ -199,17 +247,83 @@ pub(crate) fn give_back() {
     }
 }
 
-/// Gives the pages wholly inside `[low, high)` back to the OS.
-fn advise_free((low, high): (usize, usize), page: usize) {
-    let start = low.next_multiple_of(page);
-    let end = high - high % page;
-    if end > start {
-        // SAFETY: [start, end) lies inside free buffers of our own mappings, which are out of the
-        // free lists while we run (invariant 2), so no thread reads or writes them; their
-        // contents are dead and may read back as zeros.
+/// Returns the committed pages of the current chunk that no buffer has been carved from yet (a
+/// burst may have committed up to a [`WINDOW`] ahead of what it used).
+fn release_uncarved_tail() {
+    let mut bump = STORE.bump.lock().unwrap_or_else(|e| e.into_inner());
+    let start = bump.next.next_multiple_of(PAGE);
+    if bump.committed > start {
+        // SAFETY: `[start, committed)` lies in our current chunk beyond every carved buffer, and
+        // we hold the bump lock, so nobody carves from it meanwhile; its contents are dead.
         unsafe {
-            libc::madvise(start as *mut libc::c_void, end - start, libc::MADV_DONTNEED);
+            libc::madvise(
+                start as *mut libc::c_void,
+                bump.committed - start,
+                libc::MADV_DONTNEED,
+            );
         }
+        bump.committed = start;
+    }
+}
+
+/// Bytes per page (checked against `sysconf` by the slot pool; see `slot.rs`).
+const PAGE: usize = 4096;
+
+/// Gives back every page wholly covered by the free buffers in `taken` (one list per class).
+///
+/// One bit per [`GRANULE`] of every chunk marks the free granules; a page is free when its
+/// `PAGE / GRANULE` bits are all set. Linear in the free buffers and the chunks' size: for a
+/// million free buffers this is a few milliseconds, where sorting their ranges took ~100 ms and a
+/// 32 MiB vector (it ran on an idle worker while the others were busy, e.g. between W2's phases).
+fn advise_free_pages(taken: &[Vec<usize>]) {
+    let mut chunks = STORE
+        .bump
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .chunks
+        .clone();
+    chunks.sort_unstable();
+    let granules_per_chunk = CHUNK / GRANULE;
+    let mut bits = vec![0u64; chunks.len() * granules_per_chunk / 64];
+    for (class, free) in taken.iter().enumerate() {
+        for &address in free {
+            // Every buffer lies inside the chunk it was carved from (the bump pointer never
+            // crosses a chunk's end).
+            let chunk = chunks.partition_point(|&base| base <= address) - 1;
+            let first = chunk * granules_per_chunk + (address - chunks[chunk]) / GRANULE;
+            for bit in first..=first + class {
+                bits[bit / 64] |= 1 << (bit % 64);
+            }
+        }
+    }
+    let words_per_page = PAGE / GRANULE / 64;
+    for (chunk, &base) in chunks.iter().enumerate() {
+        let words = &bits[chunk * granules_per_chunk / 64..(chunk + 1) * granules_per_chunk / 64];
+        let mut run: Option<usize> = None;
+        for (page, page_words) in words.chunks(words_per_page).enumerate() {
+            let free = page_words.iter().all(|&word| word == u64::MAX);
+            match (free, run) {
+                (true, None) => run = Some(page),
+                (false, Some(first)) => {
+                    advise_free(base + first * PAGE, base + page * PAGE);
+                    run = None;
+                }
+                _ => {}
+            }
+        }
+        if let Some(first) = run {
+            advise_free(base + first * PAGE, base + CHUNK);
+        }
+    }
+}
+
+/// Gives the pages `[start, end)` (page-aligned) back to the OS.
+fn advise_free(start: usize, end: usize) {
+    // SAFETY: [start, end) lies inside free buffers of our own mappings, which are out of the
+    // free lists while we run (invariant 2), so no thread reads or writes them; their contents
+    // are dead and may read back as zeros.
+    unsafe {
+        libc::madvise(start as *mut libc::c_void, end - start, libc::MADV_DONTNEED);
     }
 }
 
@@ -314,16 +428,7 @@ impl SavedFrames {
         }
         let capacity = self.capacity as usize;
         if capacity <= SMALL_MAX {
-            STORE.classes[class_of(capacity)]
-                .free
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .push(self.address);
-            // Relaxed: see the field. Read first: once set, the flag's cache line stays shared
-            // instead of being written by every release on every core.
-            if !STORE.dirty.load(Ordering::Relaxed) {
-                STORE.dirty.store(true, Ordering::Relaxed);
-            }
+            free_small(self.address, class_of(capacity));
         } else {
             let layout = Layout::from_size_align(capacity, LARGE_ALIGN).expect("valid layout");
             // SAFETY: allocated in `copy_from` with this very layout, and not used after this.

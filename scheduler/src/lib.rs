@@ -61,8 +61,14 @@
 //! finished processes the workers kept for reuse (`Config::recycle`: a worker that held the last
 //! reference to a finished process keeps it, up to a bound, so the next spawn on it reuses the
 //! allocation; a full worker hands half of what it keeps to a runtime-wide store, from which a
-//! worker with none refills), the pages of freed saved-frame buffers (`frames.rs`), and freed
-//! heap (`malloc_trim`).
+//! worker with none refills), the pages of freed saved-frame buffers and control blocks (the
+//! block store, `frames.rs`), and freed heap (`malloc_trim`).
+//!
+//! # Control blocks
+//!
+//! The runtime and the VM hold a process through a [`Handle<P>`]: `Arc<P>`'s protocol on memory
+//! from the same block store as saved frames, committed in 128 KiB windows with one system call
+//! each instead of a page fault per page (`handle.rs` has the measurements).
 //!
 //! # Processes that never yield
 //!
@@ -129,6 +135,7 @@ mod context;
 mod entry;
 mod fiber;
 mod frames;
+mod handle;
 mod idle;
 mod overflow;
 mod park;
@@ -143,6 +150,7 @@ mod worker;
 pub use blocking::{BlockingPool, DEFAULT_BLOCKING_IDLE, DEFAULT_BLOCKING_THREADS};
 pub use context::{current_process, in_process};
 pub use fiber::{Fiber, FiberStatus, REDUCTIONS_PER_SLICE};
+pub use handle::Handle;
 pub use runtime::{
     Config, LongScheduleHook, Padded, Runtime, StartError, TimerHandle, DEFAULT_MAX_SLOTS,
     DEFAULT_SLOT_SIZE, DEFAULT_SPARES, RECYCLE_SPILL_BATCHES,
@@ -152,7 +160,7 @@ pub use watchdog::{LongSchedule, DEFAULT_LONG_SCHEDULE};
 
 /// A process the runtime can schedule: something that owns a [`Fiber`].
 ///
-/// The runtime holds processes as `Arc<P>` in its queues; the fiber's body is given to
+/// The runtime holds processes as [`Handle<P>`] in its queues; the fiber's body is given to
 /// [`Fiber::new`] when the process is created.
 pub trait Schedulable: Send + Sync + 'static {
     /// The process's green thread.
@@ -166,7 +174,12 @@ pub trait Schedulable: Send + Sync + 'static {
     /// Called on a worker thread (outside any process) after the process's coroutine overflowed
     /// its stack and was abandoned: its frames are gone, its body will never return, and the
     /// owner must end it. The default does nothing.
-    fn overflowed(self: &std::sync::Arc<Self>) {}
+    fn overflowed(this: &Handle<Self>)
+    where
+        Self: Sized,
+    {
+        let _ = this;
+    }
 }
 
 impl std::fmt::Debug for Fiber {

@@ -8,19 +8,19 @@
 //!
 //! # Solution
 //!
-//! One atomic pointer holding an `Arc<P>` turned into a raw pointer (Go's `runnext` is likewise
+//! One atomic pointer holding a `Handle<P>` turned into a raw pointer (Go's `runnext` is likewise
 //! an atomic `guintptr`). Only the owner puts: a plain store into an empty slot (a thief only
 //! ever empties it), else a `swap`. The owner and thieves take with `swap`; a thief only does so
 //! for a worker the watchdog flagged as stuck. Every transfer out is one atomic exchange, so each
-//! `Arc` is owned by exactly one side at a time.
+//! `Handle` is owned by exactly one side at a time.
 
+use crate::handle::Handle;
 use std::ptr;
 use std::sync::atomic::{AtomicPtr, Ordering};
-use std::sync::Arc;
 
-/// A slot holding at most one `Arc<P>`.
+/// A slot holding at most one `Handle<P>`.
 pub(crate) struct RunNext<P> {
-    /// Null, or a pointer from `Arc::into_raw` that this slot owns.
+    /// Null, or a pointer from `Handle::into_raw` that this slot owns.
     slot: AtomicPtr<P>,
 }
 
@@ -32,8 +32,8 @@ impl<P> RunNext<P> {
     }
 
     /// Puts `process` in the slot; returns the process it displaced.
-    pub(crate) fn put(&self, process: Arc<P>) -> Option<Arc<P>> {
-        let raw = Arc::into_raw(process) as *mut P;
+    pub(crate) fn put(&self, process: Handle<P>) -> Option<Handle<P>> {
+        let raw = Handle::into_raw(process) as *mut P;
         // Only the owner puts, and a thief only ever empties the slot: if it is empty now, it
         // stays empty until our store, which then needs no read-modify-write.
         if self.slot.load(Ordering::Relaxed).is_null() {
@@ -44,13 +44,13 @@ impl<P> RunNext<P> {
         // AcqRel: Release publishes the process to a thief's Acquire swap in `take`; Acquire
         // takes ownership of a displaced pointer that another thread may have put.
         let previous = self.slot.swap(raw, Ordering::AcqRel);
-        // SAFETY: a non-null pointer in the slot came from `Arc::into_raw` and the swap made us
+        // SAFETY: a non-null pointer in the slot came from `Handle::into_raw` and the swap made us
         // its only owner.
-        (!previous.is_null()).then(|| unsafe { Arc::from_raw(previous) })
+        (!previous.is_null()).then(|| unsafe { Handle::from_raw(previous) })
     }
 
     /// Takes the process out of the slot, if any (owner or thief).
-    pub(crate) fn take(&self) -> Option<Arc<P>> {
+    pub(crate) fn take(&self) -> Option<Handle<P>> {
         if self.slot.load(Ordering::Relaxed).is_null() {
             return None;
         }
@@ -58,7 +58,7 @@ impl<P> RunNext<P> {
         // before it was put is visible; Release keeps the swap ordered for the next `put`.
         let previous = self.slot.swap(ptr::null_mut(), Ordering::AcqRel);
         // SAFETY: as in `put`.
-        (!previous.is_null()).then(|| unsafe { Arc::from_raw(previous) })
+        (!previous.is_null()).then(|| unsafe { Handle::from_raw(previous) })
     }
 }
 
@@ -68,7 +68,7 @@ impl<P> Drop for RunNext<P> {
     }
 }
 
-// SAFETY: the slot only transfers `Arc<P>`s between threads, which is sound when `Arc<P>` is
+// SAFETY: the slot only transfers `Handle<P>`s between threads, which is sound when `Handle<P>` is
 // `Send` (`P: Send + Sync`).
 unsafe impl<P: Send + Sync> Send for RunNext<P> {}
 // SAFETY: all access is through atomic swaps; see `Send`.
@@ -77,25 +77,26 @@ unsafe impl<P: Send + Sync> Sync for RunNext<P> {}
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::Arc;
 
     #[test]
     fn put_take_displace() {
         let slot = RunNext::new();
         assert!(slot.take().is_none());
-        assert!(slot.put(Arc::new(1)).is_none());
-        assert_eq!(slot.put(Arc::new(2)).as_deref(), Some(&1));
+        assert!(slot.put(Handle::new(1)).is_none());
+        assert_eq!(slot.put(Handle::new(2)).as_deref(), Some(&1));
         assert_eq!(slot.take().as_deref(), Some(&2));
         assert!(slot.take().is_none());
     }
 
     #[test]
     fn drop_releases_the_process() {
-        let process = Arc::new(7);
+        let process = Handle::new(7);
         let slot = RunNext::new();
         slot.put(process.clone());
-        assert_eq!(Arc::strong_count(&process), 2);
+        assert_eq!(Handle::strong_count(&process), 2);
         drop(slot);
-        assert_eq!(Arc::strong_count(&process), 1);
+        assert_eq!(Handle::strong_count(&process), 1);
     }
 
     #[test]
@@ -121,7 +122,7 @@ mod tests {
             })
             .collect();
         for i in 0..PUTS {
-            if slot.put(Arc::new(i)).is_some() {
+            if slot.put(Handle::new(i)).is_some() {
                 out.fetch_add(1, Ordering::Relaxed);
             }
             if i % 3 == 0 && slot.take().is_some() {

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use crossbeam_deque::{Injector, Stealer, Worker};
 
 use crate::context;
+use crate::handle::Handle;
 use crate::idle::Idle;
 use crate::park::Parker;
 use crate::runnext::RunNext;
@@ -126,7 +127,7 @@ impl std::error::Error for StartError {}
 /// What a timer does when it fires.
 pub(crate) enum TimerEntry<P> {
     /// Wake a process parked in a timed wait, if it is still in that wait.
-    Wake(Arc<P>, u32),
+    Wake(Handle<P>, u32),
     /// Run a callback on the worker thread, outside any process.
     Call(Box<dyn FnOnce() + Send>),
 }
@@ -310,7 +311,7 @@ pub(crate) struct WorkerShared<P> {
     /// Finished processes this worker holds the only reference to, kept for reuse
     /// (`Config::recycle`). Under this mutex: pushed by the worker's thread, popped by processes
     /// spawning on it (the same thread, but a spare standing in for a stuck worker may too).
-    pub(crate) recycled: Mutex<Vec<Arc<P>>>,
+    pub(crate) recycled: Mutex<Vec<Handle<P>>>,
 }
 
 /// Batches of finished processes (each half a worker's `Config::recycle`) the runtime-wide store
@@ -327,9 +328,9 @@ pub const RECYCLE_SPILL_BATCHES: usize = 32;
 /// freed later on another core.)
 pub(crate) struct RecycleSpill<P> {
     /// Batches of finished processes; at most [`RECYCLE_SPILL_BATCHES`].
-    full: Vec<Vec<Arc<P>>>,
+    full: Vec<Vec<Handle<P>>>,
     /// Empty vectors with capacity for a batch; at most [`RECYCLE_SPILL_BATCHES`].
-    empty: Vec<Vec<Arc<P>>>,
+    empty: Vec<Vec<Handle<P>>>,
 }
 
 impl<P> RecycleSpill<P> {
@@ -343,10 +344,10 @@ impl<P> RecycleSpill<P> {
 
 /// State shared by all workers of one runtime (and by processes, through their context).
 pub(crate) struct Shared<P> {
-    pub(crate) injector: Injector<Arc<P>>,
-    pub(crate) stealers: Box<[Stealer<Arc<P>>]>,
+    pub(crate) injector: Injector<Handle<P>>,
+    pub(crate) stealers: Box<[Stealer<Handle<P>>]>,
     /// The other end of every worker's `fresh` deque (processes that never ran).
-    pub(crate) fresh_stealers: Box<[Stealer<Arc<P>>]>,
+    pub(crate) fresh_stealers: Box<[Stealer<Handle<P>>]>,
     pub(crate) workers: Box<[WorkerShared<P>]>,
     pub(crate) idle: Idle,
     pub(crate) slots: SlotPool<P>,
@@ -391,7 +392,7 @@ pub(crate) struct Shared<P> {
 }
 
 /// A worker's own ends of its run queue (FIFO) and of its fresh deque (LIFO).
-type WorkerQueues<P> = (Worker<Arc<P>>, Worker<Arc<P>>);
+type WorkerQueues<P> = (Worker<Handle<P>>, Worker<Handle<P>>);
 
 /// A spare worker's state.
 struct SpareSlot<P> {
@@ -468,7 +469,7 @@ impl<P: Schedulable> Shared<P> {
     }
 
     /// Wakes `process`: schedules it if it was parked.
-    pub(crate) fn wake(&self, process: &Arc<P>) {
+    pub(crate) fn wake(&self, process: &Handle<P>) {
         if !process.fiber().transition_on_wake() {
             return;
         }
@@ -491,7 +492,7 @@ impl<P: Schedulable> Shared<P> {
     }
 
     /// Schedules a fiber that has never run.
-    fn schedule_new(&self, process: Arc<P>) {
+    fn schedule_new(&self, process: Handle<P>) {
         match self.local_worker() {
             // Onto the worker's LIFO deque of new processes: the newest runs first, so a process
             // tree unfolds depth-first and its live set stays small (skynet: a few hundred
@@ -532,7 +533,7 @@ impl<P: Schedulable> Shared<P> {
     /// On the idle path, at most once per [`TRIM_INTERVAL`]: gives dead stack pages (up to
     /// [`TRIM_SLOTS`] slots) and freed heap memory back to the OS, so a parked or finished
     /// process's memory returns. Processes that waited for a trimmed slot go to `queue`.
-    pub(crate) fn give_memory_back(&self, queue: &Worker<Arc<P>>) {
+    pub(crate) fn give_memory_back(&self, queue: &Worker<Handle<P>>) {
         let now = self.millis_since_origin(Instant::now());
         // Relaxed: see the field.
         let last = self.last_trim.load(Ordering::Relaxed);
@@ -584,7 +585,7 @@ impl<P: Schedulable> Shared<P> {
     /// holds its only reference. A full store hands half of itself to the runtime-wide one, in a
     /// vector that one kept from a batch already taken; if that store is full too, it frees that
     /// half instead.
-    pub(crate) fn keep_recycled(&self, worker: usize, process: Arc<P>) {
+    pub(crate) fn keep_recycled(&self, worker: usize, process: Handle<P>) {
         let mut kept = self.workers[worker]
             .recycled
             .lock()
@@ -913,7 +914,7 @@ impl<P: Schedulable> Runtime<P> {
 
     /// Schedules a new process. From a worker of this runtime it goes to that worker's fresh deque
     /// (newest first), from anywhere else to the shared injector.
-    pub fn spawn(&self, process: Arc<P>) {
+    pub fn spawn(&self, process: Handle<P>) {
         match self.shared.local_index() {
             Some(index) => self.shared.workers[index]
                 .spawned
@@ -925,10 +926,10 @@ impl<P: Schedulable> Runtime<P> {
 
     /// A finished process that worker `worker` (the caller's, from [`current_worker`]) kept for
     /// reuse (`Config::recycle`), if it has one. Nothing else references it: the caller may
-    /// overwrite it in place (`Arc::get_mut` succeeds).
+    /// overwrite it in place (`Handle::get_mut` succeeds).
     ///
     /// [`current_worker`]: Runtime::current_worker
-    pub fn take_recycled(&self, worker: usize) -> Option<Arc<P>> {
+    pub fn take_recycled(&self, worker: usize) -> Option<Handle<P>> {
         let mut kept = self.shared.workers[worker]
             .recycled
             .lock()
@@ -977,7 +978,7 @@ impl<P: Schedulable> Runtime<P> {
 
     /// Wakes `process` if it is parked (from any thread). A process woken by a process running
     /// on a worker of this runtime runs next on that worker.
-    pub fn wake(&self, process: &Arc<P>) {
+    pub fn wake(&self, process: &Handle<P>) {
         self.shared.wake(process);
     }
 

@@ -81,11 +81,12 @@ use std::cell::{Cell, UnsafeCell};
 use std::io;
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Mutex, OnceLock};
 
 use corosensei::stack::{Stack, StackPointer};
 
 use crate::fiber::{self, Suspend};
+use crate::handle::Handle;
 use crate::Schedulable;
 
 /// Size of the guard page at the bottom of every slot. Linux x86_64/aarch64 page size (4 KiB);
@@ -114,9 +115,9 @@ struct Slot<P> {
     /// `FREE` / `BUSY` / `CONTENDED`, any thread, atomically.
     busy: AtomicU32,
     /// Processes that were popped from a run queue while the slot was held. Under this mutex.
-    waiters: Mutex<Vec<Arc<P>>>,
+    waiters: Mutex<Vec<Handle<P>>>,
     /// The process whose frames are in the slot's memory. Only the holder of `busy`.
-    resident: UnsafeCell<Option<Arc<P>>>,
+    resident: UnsafeCell<Option<Handle<P>>>,
     /// Number of live processes homed on this slot. Any thread, atomically.
     homed: AtomicU32,
     /// Used since it was last trimmed. Relaxed: a hint for `trim`; a missed store only delays
@@ -330,7 +331,7 @@ impl<P: Schedulable> SlotPool<P> {
     }
 
     /// Tries to take slot `index` for running `process`.
-    pub(crate) fn try_acquire(&self, index: u32, process: &Arc<P>) -> Acquire {
+    pub(crate) fn try_acquire(&self, index: u32, process: &Handle<P>) -> Acquire {
         let slot = &self.slots[index as usize];
         // Acquire: pairs with the Release in `release`, so the previous holder's writes to the
         // slot memory and to `resident` are visible to us.
@@ -374,7 +375,7 @@ impl<P: Schedulable> SlotPool<P> {
     }
 
     /// Releases slot `index`, handing the processes that waited for it to `requeue`.
-    pub(crate) fn release(&self, index: u32, requeue: &mut dyn FnMut(Arc<P>)) {
+    pub(crate) fn release(&self, index: u32, requeue: &mut dyn FnMut(Handle<P>)) {
         let slot = &self.slots[index as usize];
         // Release: pairs with the Acquire in `try_acquire`; publishes our writes to the slot.
         if slot
@@ -400,7 +401,7 @@ impl<P: Schedulable> SlotPool<P> {
     /// frames to its buffer and copying `process`'s frames back in if it was evicted before.
     ///
     /// The caller must hold slot `index` (invariant 1) and `process` must be homed on it.
-    pub(crate) fn make_resident(&self, index: u32, process: &Arc<P>) {
+    pub(crate) fn make_resident(&self, index: u32, process: &Handle<P>) {
         let slot = &self.slots[index as usize];
         debug_assert_ne!(slot.busy.load(Ordering::Relaxed), FREE, "slot not held");
         let base = self.stack(index).base.get();
@@ -408,7 +409,7 @@ impl<P: Schedulable> SlotPool<P> {
         // `resident` (invariant 1).
         let resident = unsafe { &mut *slot.resident.get() };
         if let Some(current) = resident {
-            if Arc::ptr_eq(current, process) {
+            if Handle::ptr_eq(current, process) {
                 return;
             }
             // SAFETY: the resident is homed on this slot and not running (invariants 1, 4), so
@@ -432,7 +433,7 @@ impl<P: Schedulable> SlotPool<P> {
     /// a warm top instead would let the resident set grow with the most slots ever enabled.)
     /// Slots that are busy are skipped; the processes that waited for a slot while we trimmed
     /// it go to `requeue`.
-    pub(crate) fn trim(&self, budget: usize, requeue: &mut dyn FnMut(Arc<P>)) {
+    pub(crate) fn trim(&self, budget: usize, requeue: &mut dyn FnMut(Handle<P>)) {
         let enabled = self.enabled.load(Ordering::Acquire);
         if enabled == 0 {
             return;
@@ -492,7 +493,7 @@ impl<P: Schedulable> SlotPool<P> {
 
     /// Forgets the resident of slot `index` after its coroutine completed. The caller must hold
     /// the slot.
-    pub(crate) fn vacate(&self, index: u32) -> Option<Arc<P>> {
+    pub(crate) fn vacate(&self, index: u32) -> Option<Handle<P>> {
         let slot = &self.slots[index as usize];
         debug_assert_ne!(slot.busy.load(Ordering::Relaxed), FREE, "slot not held");
         // SAFETY: we hold the slot (caller's contract).

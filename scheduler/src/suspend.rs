@@ -6,11 +6,11 @@
 //! None of them keeps anything thread-specific across the suspension: the process may come back
 //! on another worker.
 
-use std::sync::Arc;
 use std::time::Instant;
 
 use crate::context::{self, current_process};
 use crate::fiber::Suspend;
+use crate::handle::Handle;
 use crate::runtime::TimerEntry;
 use crate::worker::WorkerLocal;
 use crate::Schedulable;
@@ -46,12 +46,12 @@ pub fn park_until<P: Schedulable>(deadline: Instant) {
         let worker = unsafe { &*(current.worker as *const WorkerLocal<P>) };
         (worker.shared.clone(), worker.index)
     };
-    // SAFETY: `process` lives inside an `Arc<P>` (the scheduler only runs `Arc<P>`s), which the
-    // worker that runs us holds, so bumping the count and rebuilding an `Arc` is sound.
+    // SAFETY: `process` lives inside a `Handle<P>` (the scheduler only runs `Handle<P>`s), which
+    // the worker that runs us holds, so bumping the count and rebuilding a `Handle` is sound.
     let owned = unsafe {
         let raw = process as *const P;
-        Arc::increment_strong_count(raw);
-        Arc::from_raw(raw)
+        Handle::increment_strong_count(raw);
+        Handle::from_raw(raw)
     };
     let fiber = process.fiber();
     let generation = fiber.next_wait_generation();

@@ -9,6 +9,7 @@ use crossbeam_deque::{Steal, Worker};
 
 use crate::context::{self, Context};
 use crate::fiber::RunOutcome;
+use crate::handle::Handle;
 use crate::runtime::Shared;
 use crate::slot::Acquire;
 use crate::Schedulable;
@@ -36,11 +37,11 @@ pub(crate) struct WorkerLocal<P> {
     pub(crate) index: usize,
     pub(crate) shared: Arc<Shared<P>>,
     /// The local run queue (FIFO; the other workers steal from its other end).
-    pub(crate) queue: Worker<Arc<P>>,
+    pub(crate) queue: Worker<Handle<P>>,
     /// Processes spawned on this worker that have not run yet (LIFO: the newest runs first;
     /// the other workers steal the oldest). See `next_process` for how it shares the worker with
     /// `queue`.
-    pub(crate) fresh: Worker<Arc<P>>,
+    pub(crate) fresh: Worker<Handle<P>>,
     /// Consecutive runs taken from `runnext`.
     /// Reductions left of the current time slice. A process taken from runnext inherits them
     /// (Go's `runnext` inherits the time slice): a chain of wake-ups or spawns shares one slice,
@@ -76,8 +77,8 @@ impl<P: Schedulable> WorkerLocal<P> {
     pub(crate) fn new(
         index: usize,
         shared: Arc<Shared<P>>,
-        queue: Worker<Arc<P>>,
-        fresh: Worker<Arc<P>>,
+        queue: Worker<Handle<P>>,
+        fresh: Worker<Handle<P>>,
     ) -> Self {
         WorkerLocal {
             index,
@@ -214,7 +215,7 @@ impl<P: Schedulable> WorkerLocal<P> {
     /// A process that used up its slice goes behind every process spawned before it (see
     /// `run_process`), so a spawner cannot outrun its children; and so that an endless tree of
     /// spawns cannot starve the queue, every [`QUEUE_INTERVAL`]-th pick takes the queue first.
-    fn next_process(&self, tick: u64) -> Option<Arc<P>> {
+    fn next_process(&self, tick: u64) -> Option<Handle<P>> {
         if tick.is_multiple_of(INJECTOR_INTERVAL) || self.chance(8) {
             if let Some(process) = self.steal_from_injector() {
                 return Some(process);
@@ -246,7 +247,7 @@ impl<P: Schedulable> WorkerLocal<P> {
         self.steal_from_workers()
     }
 
-    fn steal_from_injector(&self) -> Option<Arc<P>> {
+    fn steal_from_injector(&self) -> Option<Handle<P>> {
         loop {
             match self.shared.injector.steal_batch_and_pop(&self.queue) {
                 Steal::Success(process) => return Some(process),
@@ -256,7 +257,7 @@ impl<P: Schedulable> WorkerLocal<P> {
         }
     }
 
-    fn steal_from_workers(&self) -> Option<Arc<P>> {
+    fn steal_from_workers(&self) -> Option<Handle<P>> {
         let stealers = &self.shared.stealers;
         let count = stealers.len();
         if count <= 1 {
@@ -304,7 +305,7 @@ impl<P: Schedulable> WorkerLocal<P> {
     }
 
     /// Runs one process until it parks, yields or completes.
-    fn run_process(&self, process: Arc<P>) {
+    fn run_process(&self, process: Handle<P>) {
         let fiber = process.fiber();
         let slot = match fiber.home() {
             Some(slot) => slot,
@@ -329,7 +330,7 @@ impl<P: Schedulable> WorkerLocal<P> {
         shared_self.label.store(process.label(), Ordering::Relaxed);
         let runs = shared_self.runs.load(Ordering::Relaxed);
         shared_self.runs.store(runs + 1, Ordering::Relaxed);
-        context::set_process(Arc::as_ptr(&process) as *const (), fiber);
+        context::set_process(Handle::as_ptr(&process) as *const (), fiber);
         // SAFETY: we hold the fiber's home slot, made it resident just above, and it was
         // Scheduled when we popped it (only one queue ever holds it).
         let (outcome, left) =
@@ -364,7 +365,7 @@ impl<P: Schedulable> WorkerLocal<P> {
                 // SAFETY: this worker ran the fiber and `resume` returned: it owns the core.
                 if unsafe { fiber.overflowed() } {
                     // Its frames are gone (overflow.rs); the owner ends it from here.
-                    process.overflowed();
+                    P::overflowed(&process);
                 }
                 let resident = self.shared.slots.vacate(slot);
                 self.release_slot(slot);
@@ -388,10 +389,10 @@ impl<P: Schedulable> WorkerLocal<P> {
     /// path (a process's end), and inlining it there changed the loop's code enough to cost
     /// ~10 % on `context_switch` (measured).
     #[inline(never)]
-    fn keep_or_drop(&self, process: Arc<P>) {
+    fn keep_or_drop(&self, process: Handle<P>) {
         // No `Weak` is ever made of a process, so a strong count of one means nobody else can
         // reach it any more (and nobody can start to: that needs a reference).
-        if self.shared.recycle == 0 || Arc::strong_count(&process) != 1 {
+        if self.shared.recycle == 0 || Handle::strong_count(&process) != 1 {
             return;
         }
         self.shared.keep_recycled(self.index, process);

@@ -11,7 +11,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use starling_scheduler::{Fiber, FiberStatus, Schedulable};
+use starling_scheduler::{Fiber, FiberStatus, Handle, Schedulable};
 
 use crate::exit::{ExitReason, Status};
 use crate::local::Locals;
@@ -47,17 +47,17 @@ impl Schedulable for Process {
         &self.fiber
     }
 
-    fn overflowed(self: &Arc<Self>) {
-        if self.vm.crash_reports {
+    fn overflowed(this: &Handle<Self>) {
+        if this.vm.crash_reports {
             eprintln!(
                 "starling: process {} overflowed its stack ({} KiB) and was ended",
-                self.pid,
-                self.vm.stack_size / 1024
+                this.pid,
+                this.vm.stack_size / 1024
             );
         }
-        self.kill_self(ExitReason::StackOverflow);
+        this.kill_self(ExitReason::StackOverflow);
         // Outside the process now: its frames are gone, so it ends from here.
-        self.terminate(Ok(()));
+        Process::terminate(this, Ok(()));
     }
 
     /// The pid's index and the low 32 bits of its generation (see `pid_of_label`).
@@ -79,7 +79,7 @@ pub(crate) fn pid_of_label(vm: u32, label: u64) -> Pid {
 /// Outside a process, with a message naming `function`.
 pub(crate) fn current(function: &str) -> &'static Process {
     match starling_scheduler::current_process::<Process>() {
-        // SAFETY: the pointer addresses the running process inside an `Arc` that the worker
+        // SAFETY: the pointer addresses the running process inside a `Handle` that the worker
         // running it holds for as long as it runs. Process code is the only code that can call
         // this, and all of it runs before the process ends, so the reference never outlives
         // the process in practice ('static is the only lifetime we can name for "as long as
@@ -89,18 +89,18 @@ pub(crate) fn current(function: &str) -> &'static Process {
     }
 }
 
-/// The calling process, as an `Arc` (for operations that hand it to other threads).
+/// The calling process, as a `Handle` (for operations that hand it to other threads).
 ///
 /// # Panics
 ///
 /// Outside a process, with a message naming `function`.
-pub(crate) fn current_arc(function: &str) -> Arc<Process> {
+pub(crate) fn current_arc(function: &str) -> Handle<Process> {
     let process: *const Process = current(function);
-    // SAFETY: the scheduler only runs processes it holds as `Arc<Process>`, and the running
+    // SAFETY: the scheduler only runs processes it holds as `Handle<Process>`, and the running
     // worker holds one right now, so the count is at least one while we add ours.
     unsafe {
-        Arc::increment_strong_count(process);
-        Arc::from_raw(process)
+        Handle::increment_strong_count(process);
+        Handle::from_raw(process)
     }
 }
 
@@ -179,21 +179,21 @@ impl Process {
 
     /// Any thread: makes the process end with `reason` at its next VM call (or now, if it is
     /// parked: it is woken). Only the first kill counts. Returns `true` if this kill counted.
-    pub(crate) fn kill(self: &Arc<Self>, reason: ExitReason) -> bool {
-        let mut state = self.lock_signals();
-        self.kill_locked(&mut state, reason)
+    pub(crate) fn kill(this: &Handle<Self>, reason: ExitReason) -> bool {
+        let mut state = this.lock_signals();
+        Process::kill_locked(this, &mut state, reason)
     }
 
     /// [`Process::kill`] for a caller that holds this process's signal lock as `state`.
     pub(crate) fn kill_locked(
-        self: &Arc<Self>,
+        this: &Handle<Self>,
         state: &mut SignalState,
         reason: ExitReason,
     ) -> bool {
-        if !self.record_kill(state, reason) {
+        if !this.record_kill(state, reason) {
             return false;
         }
-        self.vm.runtime.wake(self);
+        this.vm.runtime.wake(this);
         true
     }
 
@@ -249,10 +249,10 @@ impl Process {
 
     /// Owner only: the body wrapper's last step. Computes the exit reason from how the body
     /// ended, releases what the process holds, and tells whoever waits for it.
-    pub(crate) fn terminate(self: &Arc<Self>, outcome: std::thread::Result<()>) {
+    pub(crate) fn terminate(this: &Handle<Self>, outcome: std::thread::Result<()>) {
         // Acquire: pairs with the Release in `record_kill`; unkilled, no lock is needed.
-        let kill = if self.killed.load(Ordering::Acquire) {
-            self.kill_reason()
+        let kill = if this.killed.load(Ordering::Acquire) {
+            this.kill_reason()
         } else {
             None
         };
@@ -263,19 +263,19 @@ impl Process {
             (None, Err(payload)) => ExitReason::Panic(panic_message(&*payload)),
         };
         // Relaxed: introspection.
-        self.exiting.store(true, Ordering::Relaxed);
+        this.exiting.store(true, Ordering::Relaxed);
         // Process-locals may run arbitrary Drop code; a panic there must not escape the fiber.
-        let _ = catch_unwind(AssertUnwindSafe(|| self.locals.drop_all()));
-        self.vm.table.remove(self.pid);
-        let hook = signal::propagate_exit(self, &reason);
+        let _ = catch_unwind(AssertUnwindSafe(|| this.locals.drop_all()));
+        this.vm.table.remove(this.pid);
+        let hook = signal::propagate_exit(this, &reason);
         if let Some(hook) = hook {
             let _ = catch_unwind(AssertUnwindSafe(|| hook(&reason)));
         }
         // Nothing to drop in an empty mailbox (its queues' memory goes with the control block,
         // or when a new process reuses it). Exact here: every send through the table happened
         // before `remove` took the entry's lock.
-        if self.mailbox.len() != 0 {
-            let _ = catch_unwind(AssertUnwindSafe(|| self.mailbox.clear()));
+        if this.mailbox.len() != 0 {
+            let _ = catch_unwind(AssertUnwindSafe(|| this.mailbox.clear()));
         }
     }
 }
@@ -316,8 +316,8 @@ pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
 mod tests {
     /// The control block is most of what a parked process costs (with its saved stack); keep it
     /// from growing by accident. Raise the bound only with a measurement of W2's bytes/process.
-    /// 296: with `Arc`'s two counters and glibc's chunk header, a 320-byte chunk (304 bytes
-    /// took 336, the 344 before 368).
+    /// 296: with the `Handle`'s count, 304 bytes, a 320-byte block in the block store (its
+    /// classes are multiples of 32 bytes; 312 would still fit).
     #[test]
     fn control_block_stays_small() {
         assert!(std::mem::size_of::<super::Process>() <= 296);

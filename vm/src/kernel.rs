@@ -3,7 +3,7 @@
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
 
-use starling_scheduler::Fiber;
+use starling_scheduler::{Fiber, Handle};
 
 use crate::control_block::{current, current_arc, ExitHook, ExitUnwind, Process, CALL_COST};
 use crate::envelope::Envelope;
@@ -21,9 +21,9 @@ pub(crate) struct SpawnOptions<'a> {
     /// Called with the exit reason when the process ends.
     pub(crate) on_exit: Option<ExitHook>,
     /// Link the new process to this one.
-    pub(crate) link: Option<&'a Arc<Process>>,
+    pub(crate) link: Option<&'a Handle<Process>>,
     /// Let this process monitor the new one.
-    pub(crate) monitor: Option<&'a Arc<Process>>,
+    pub(crate) monitor: Option<&'a Handle<Process>>,
     /// The monitor's reference, if the caller made one already (else a new one).
     pub(crate) monitor_reference: Option<MonitorRef>,
 }
@@ -58,13 +58,13 @@ where
     // proves it with a plain load; `reuse` then borrows it mutably once).
     let recycled = worker
         .and_then(|worker| vm.runtime.take_recycled(worker))
-        .filter(|block| Arc::strong_count(block) == 1);
+        .filter(|block| Handle::strong_count(block) == 1);
     let fiber = Fiber::new(entry);
     // A reused block keeps its table index (table invariant 4).
     let reused_index = recycled.as_ref().map(|block| block.pid.index);
     let process = vm.table.insert(shard, reused_index, |pid| match recycled {
         Some(block) => reuse(block, pid, vm, fiber, options.on_exit),
-        None => Arc::new(Process::new(pid, vm.clone(), fiber, options.on_exit)),
+        None => Handle::new(Process::new(pid, vm.clone(), fiber, options.on_exit)),
     });
     let pid = process.pid;
     if let Some(parent) = options.link {
@@ -77,7 +77,7 @@ where
             None => signal::monitor(watcher, Some(&process), pid),
         });
     if vm.is_shutting_down() {
-        process.kill(ExitReason::Killed);
+        Process::kill(&process, ExitReason::Killed);
     }
     vm.runtime.spawn(process);
     Ok((pid, monitor))
@@ -88,13 +88,13 @@ where
 /// contents are a finished process's husk (its mailbox, locals and links were emptied when it
 /// ended).
 fn reuse(
-    mut recycled: Arc<Process>,
+    mut recycled: Handle<Process>,
     pid: Pid,
     vm: &Arc<VmShared>,
     fiber: Fiber,
     on_exit: Option<ExitHook>,
-) -> Arc<Process> {
-    Arc::get_mut(&mut recycled)
+) -> Handle<Process> {
+    Handle::get_mut(&mut recycled)
         .expect("a recycled control block is referenced only by its taker")
         .reuse(pid, vm, fiber, on_exit);
     recycled
@@ -106,7 +106,7 @@ fn reuse(
 #[inline(never)]
 fn finish(outcome: std::thread::Result<()>) {
     let process = current_arc("spawn");
-    process.terminate(outcome);
+    Process::terminate(&process, outcome);
 }
 
 /// Spawns a process running `f` and returns its pid at once, before the child runs.
@@ -289,7 +289,7 @@ mod tests {
     /// so it does not keep the block from being recycled).
     fn block_address(pid: crate::Pid) -> usize {
         let process = current("test").vm.table.get(pid).expect("alive");
-        Arc::as_ptr(&process) as usize
+        starling_scheduler::Handle::as_ptr(&process) as usize
     }
 
     /// Kept control blocks own a reference to the VM's shared state: dropping the VM must

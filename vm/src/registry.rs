@@ -2,7 +2,9 @@
 //! when its process ends.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
+
+use starling_scheduler::Handle;
 
 use crate::control_block::Process;
 use crate::error::Error;
@@ -16,7 +18,7 @@ pub(crate) struct Registry {
 
 impl Registry {
     /// Names `process`.
-    pub(crate) fn register(&self, name: &str, process: &Arc<Process>) -> Result<(), Error> {
+    pub(crate) fn register(&self, name: &str, process: &Handle<Process>) -> Result<(), Error> {
         let mut names = self.names.lock().unwrap_or_else(|e| e.into_inner());
         let mut state = process.lock_signals();
         if !state.accepts_relations(process) {

@@ -41,7 +41,9 @@
 //!   guarantees with no work on the message path.
 //! - *One global lock for links*: serializes every spawn_link and exit of the whole VM.
 
-use std::sync::{Arc, MutexGuard};
+use std::sync::MutexGuard;
+
+use starling_scheduler::Handle;
 
 use crate::control_block::{ExitHook, Process};
 use crate::envelope::Envelope;
@@ -144,14 +146,14 @@ fn lock_pair<'a>(
 
 /// Delivers an exit signal to `target`, whose signal lock the caller holds as `state`.
 pub(crate) fn deliver_exit(
-    target: &Arc<Process>,
+    target: &Handle<Process>,
     state: &mut SignalState,
     from: Pid,
     reason: ExitReason,
     kind: ExitKind,
 ) {
     if kind == ExitKind::Explicit && reason == ExitReason::Kill {
-        target.kill_locked(state, ExitReason::Killed);
+        Process::kill_locked(target, state, ExitReason::Killed);
     } else if state.trap_exit {
         let exit = Exit { from, reason };
         target.mailbox.push(match kind {
@@ -161,16 +163,16 @@ pub(crate) fn deliver_exit(
         target.vm.runtime.wake(target);
     } else if reason == ExitReason::Normal {
         if kind == ExitKind::Explicit && from == target.pid {
-            target.kill_locked(state, ExitReason::Normal);
+            Process::kill_locked(target, state, ExitReason::Normal);
         }
     } else {
-        target.kill_locked(state, reason);
+        Process::kill_locked(target, state, reason);
     }
 }
 
 /// Links `me` and `other` (both directions). If `other` is dead, `me` gets an exit signal
 /// `NoProc` from it instead.
-pub(crate) fn link(me: &Arc<Process>, other: &Arc<Process>) {
+pub(crate) fn link(me: &Handle<Process>, other: &Handle<Process>) {
     if me.pid == other.pid {
         return;
     }
@@ -192,14 +194,14 @@ pub(crate) fn link(me: &Arc<Process>, other: &Arc<Process>) {
 }
 
 /// `me` links to a pid that is not in the process table (already dead).
-pub(crate) fn link_to_dead(me: &Arc<Process>, dead: Pid) {
+pub(crate) fn link_to_dead(me: &Handle<Process>, dead: Pid) {
     let mut state = me.lock_signals();
     deliver_exit(me, &mut state, dead, ExitReason::NoProc, ExitKind::Link);
 }
 
 /// Removes the link between `me` and `other`, and any `Exit` from `other` already queued for
 /// `me` (so that none arrives after this returns).
-pub(crate) fn unlink(me: &Arc<Process>, other: Option<&Arc<Process>>, other_pid: Pid) {
+pub(crate) fn unlink(me: &Handle<Process>, other: Option<&Handle<Process>>, other_pid: Pid) {
     match other {
         Some(other) if other.pid != me.pid => {
             let (mut mine, mut theirs) = lock_pair(me, other);
@@ -221,8 +223,8 @@ pub(crate) fn unlink(me: &Arc<Process>, other: Option<&Arc<Process>>, other_pid:
 
 /// Starts monitoring `target` from `me`; a dead target gives `Down { NoProc }` at once.
 pub(crate) fn monitor(
-    me: &Arc<Process>,
-    target: Option<&Arc<Process>>,
+    me: &Handle<Process>,
+    target: Option<&Handle<Process>>,
     target_pid: Pid,
 ) -> MonitorRef {
     monitor_as(me, target, target_pid, MonitorRef(me.vm.references.next()))
@@ -230,8 +232,8 @@ pub(crate) fn monitor(
 
 /// [`monitor`] with a reference the caller made beforehand (`Task` tags its reply with it).
 pub(crate) fn monitor_as(
-    me: &Arc<Process>,
-    target: Option<&Arc<Process>>,
+    me: &Handle<Process>,
+    target: Option<&Handle<Process>>,
     target_pid: Pid,
     reference: MonitorRef,
 ) -> MonitorRef {
@@ -275,7 +277,7 @@ pub(crate) fn monitor_as(
 }
 
 /// Stops the monitor `reference` held by `me`, and drops its `Down` if already queued.
-pub(crate) fn demonitor(me: &Arc<Process>, reference: MonitorRef) {
+pub(crate) fn demonitor(me: &Handle<Process>, reference: MonitorRef) {
     let target_pid = {
         let mut mine = me.lock_signals();
         let monitors = &mut mine.relations_mut().monitors;
@@ -322,7 +324,7 @@ fn fire_monitor(me: &Process, watcher_pid: Pid, reference: MonitorRef, reason: E
 /// The ending process's last signals: every link and monitor fires once with `reason`.
 /// `me` has already left the process table. Returns the exit hook, taken under the same lock,
 /// for the caller to run.
-pub(crate) fn propagate_exit(me: &Arc<Process>, reason: &ExitReason) -> Option<ExitHook> {
+pub(crate) fn propagate_exit(me: &Handle<Process>, reason: &ExitReason) -> Option<ExitHook> {
     let relations = {
         let mut state = me.lock_signals();
         state.dead = true;
@@ -336,7 +338,7 @@ pub(crate) fn propagate_exit(me: &Arc<Process>, reason: &ExitReason) -> Option<E
 }
 
 /// [`propagate_exit`] for a process that had relations.
-fn propagate_relations(me: &Arc<Process>, reason: &ExitReason, relations: Relations) {
+fn propagate_relations(me: &Handle<Process>, reason: &ExitReason, relations: Relations) {
     let Relations {
         on_exit: _,
         links,

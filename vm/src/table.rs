@@ -18,9 +18,9 @@
 //! held more than 1,024 processes, 32 MiB at a million.
 
 use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, OnceLock, RwLock};
+use std::sync::{Mutex, OnceLock, RwLock};
 
-use starling_scheduler::Padded;
+use starling_scheduler::{Handle, Padded};
 
 use crate::control_block::Process;
 use crate::pid::Pid;
@@ -47,7 +47,7 @@ fn first_index(segment: usize) -> u32 {
 
 struct EntryState {
     generation: u64,
-    process: Option<Arc<Process>>,
+    process: Option<Handle<Process>>,
 }
 
 /// A reader-writer lock: `insert` and `remove` write (the process itself, once each), while
@@ -176,8 +176,8 @@ impl ProcessTable {
         &self,
         shard: usize,
         reused: Option<u32>,
-        make: impl FnOnce(Pid) -> Arc<Process>,
-    ) -> Arc<Process> {
+        make: impl FnOnce(Pid) -> Handle<Process>,
+    ) -> Handle<Process> {
         let index = reused.or_else(|| self.take_free(shard)).unwrap_or_else(|| {
             // Relaxed: only uniqueness matters; the entry is published under its own lock.
             self.next_fresh.fetch_add(1, Ordering::Relaxed)
@@ -191,8 +191,8 @@ impl ProcessTable {
     }
 
     /// The live process with this pid.
-    pub(crate) fn get(&self, pid: Pid) -> Option<Arc<Process>> {
-        self.with(pid, Arc::clone)
+    pub(crate) fn get(&self, pid: Pid) -> Option<Handle<Process>> {
+        self.with(pid, Handle::clone)
     }
 
     /// Calls `f` with the live process with this pid, under its entry's read lock, without
@@ -202,7 +202,7 @@ impl ProcessTable {
     /// process's own locks (the mailbox) and wake it. Returns `None` if the pid is dead.
     ///
     /// [`get`]: ProcessTable::get
-    pub(crate) fn with<R>(&self, pid: Pid, f: impl FnOnce(&Arc<Process>) -> R) -> Option<R> {
+    pub(crate) fn with<R>(&self, pid: Pid, f: impl FnOnce(&Handle<Process>) -> R) -> Option<R> {
         if pid.vm != self.vm {
             return None;
         }
@@ -218,7 +218,7 @@ impl ProcessTable {
 
     /// Removes the process with this pid (it is ending). Its index stays with its control
     /// block (invariant 4).
-    pub(crate) fn remove(&self, pid: Pid) -> Option<Arc<Process>> {
+    pub(crate) fn remove(&self, pid: Pid) -> Option<Handle<Process>> {
         let removed = {
             let mut state = self
                 .entry(pid.index)?
@@ -262,7 +262,7 @@ impl ProcessTable {
     }
 
     /// Every live process, in index order.
-    pub(crate) fn processes(&self) -> Vec<Arc<Process>> {
+    pub(crate) fn processes(&self) -> Vec<Handle<Process>> {
         let mut all = Vec::new();
         for segment in self.segments.iter() {
             let Some(entries) = segment.get() else {

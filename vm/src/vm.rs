@@ -419,7 +419,7 @@ impl Vm {
         // 1. No process survives: each one unwinds at its next VM call (parked ones are woken).
         //    A process spawned from now on is killed before it runs (`spawn_in`).
         for process in self.shared.table.processes() {
-            process.kill(ExitReason::Killed);
+            Process::kill(&process, ExitReason::Killed);
         }
         // 2–4. The runtime's shutdown sequence: workers exit once no fiber is live.
         self.shared.runtime.shutdown();
