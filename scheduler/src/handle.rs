@@ -136,8 +136,8 @@ impl<P> Handle<P> {
         std::mem::forget(Handle::clone(&borrowed));
     }
 
-    /// The number of references to the block. Relaxed: like `Arc::strong_count`, exact only
-    /// when the caller knows nobody else is cloning or dropping (e.g. it holds the only one).
+    /// The number of references to the block. Like `Arc::strong_count`, exact only when the
+    /// caller knows nobody else is cloning or dropping (e.g. it holds the only one).
     pub fn strong_count(this: &Handle<P>) -> usize {
         // Acquire: pairs with the Release decrement in `drop`, so a caller that sees 1 also sees
         // every write the other holders made before letting go (as `Arc::get_mut` requires).
