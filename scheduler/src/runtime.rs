@@ -83,8 +83,8 @@ pub struct Config {
     /// full too, it frees the half), from which a worker with an empty store refills (Go's per-P
     /// and global free-G lists): so the blocks of processes spawned on one worker and finished
     /// on another flow back to the spawner instead of being freed on one thread and allocated
-    /// on another. Idle workers drop what they keep
-    /// when they give memory back, and `join` drops the rest.
+    /// on another. Idle workers drop what they keep when they give memory back, and `join`
+    /// drops the rest.
     pub recycle: usize,
 }
 

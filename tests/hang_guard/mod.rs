@@ -1,7 +1,8 @@
 //! What the test helper modules (`common`, `signal_common`, `heavy_common`) share: the hang
 //! guard (a test body runs on a helper OS thread and the test FAILS with a message when it
-//! overruns its limit, instead of hanging the suite), `run` (a root process that must return), `eventually`,
-//! the text of a panic payload, and the macro behind `on_schedulers!` and `signal_tests!`.
+//! overruns its limit, instead of hanging the suite), `run` (a root process that must
+//! return), `eventually`, the text of a panic payload, and the macro behind `on_schedulers!`
+//! and `signal_tests!`.
 
 #![allow(dead_code, unused_macros)]
 

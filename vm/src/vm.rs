@@ -25,9 +25,9 @@ use crate::registry::Registry;
 use crate::table::ProcessTable;
 
 /// Finished processes each scheduler keeps so that the next spawns on it reuse their control
-/// blocks instead of asking malloc (see `starling_scheduler::Config::recycle`; a full store
-/// hands half to the runtime-wide one, which covers the rest of a slice's up to 4,000 spawns).
-/// Guessed: ~90 KiB per scheduler; idle schedulers give them back.
+/// blocks instead of asking the block store (see `starling_scheduler::Config::recycle`; a full
+/// store hands half to the runtime-wide one, which covers the rest of a slice's up to 4,000
+/// spawns). Guessed: ~90 KiB per scheduler; idle schedulers give them back.
 pub(crate) const RECYCLED_PER_WORKER: usize = 256;
 
 /// Default process limit (like `erl +P`): 4 Mi processes.
