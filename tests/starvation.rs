@@ -1,7 +1,8 @@
 //! Starvation: processes that hold a scheduler without calling the VM (pure computation,
 //! `std::thread::sleep`, a blocking read) do not stop the others from running (W6), such
-//! long schedules are recorded with the culprit's pid, a VM with spinning processes still
-//! shuts down, and a process that calls the VM in a tight loop is preempted by reductions.
+//! long schedules are recorded with the culprit's pid, a worker whose thread the OS merely
+//! preempted is not flagged, a VM with spinning processes still shuts down, and a process that
+//! calls the VM in a tight loop is preempted by reductions.
 //!
 //! Tests with spinners serialize on one mutex: this machine has two cores, and two tests'
 //! spinners at once would only measure the OS scheduler.
@@ -412,5 +413,114 @@ fn spawns_complete_beside_spinners() {
             sum
         });
         assert_eq!(sum, Ok(49_995_000));
+    });
+}
+
+/// The CPUs this thread may run on (Linux).
+fn allowed_cpus() -> Vec<usize> {
+    // SAFETY: an all-zero cpu_set_t is a valid empty set.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    // SAFETY: `set` is a valid, writable cpu_set_t of the size passed.
+    let got =
+        unsafe { libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) };
+    assert_eq!(got, 0, "sched_getaffinity failed");
+    (0..libc::CPU_SETSIZE as usize)
+        // SAFETY: `cpu` is below CPU_SETSIZE and `set` is initialized.
+        .filter(|&cpu| unsafe { libc::CPU_ISSET(cpu, &set) })
+        .collect()
+}
+
+/// Restricts the calling OS thread to `cpu`.
+fn pin_this_thread(cpu: usize) {
+    // SAFETY: an all-zero cpu_set_t is a valid empty set.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    // SAFETY: `cpu` is below CPU_SETSIZE (it came from `allowed_cpus`).
+    unsafe { libc::CPU_SET(cpu, &mut set) };
+    // SAFETY: `set` is a valid cpu_set_t of the size passed.
+    let got = unsafe { libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) };
+    assert_eq!(got, 0, "sched_setaffinity({cpu}) failed");
+}
+
+/// Computes for about `duration` of wall time without calling the VM.
+fn compute_for(duration: Duration) {
+    let start = Instant::now();
+    let mut x = 1u64;
+    while start.elapsed() < duration {
+        x = std::hint::black_box(x.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1));
+    }
+}
+
+// (g) a worker whose thread the OS preempts inside an ordinary run is not flagged stuck (no
+// long schedule, no spare): its scheduler shares one CPU with two busy OS threads, so its runs
+// of ~50 µs often last several milliseconds of wall time (judged on wall time alone, ~90 of them
+// were flagged in 1.5 s). A few may still be: in a virtual machine, time the hypervisor takes
+// from the virtual CPU counts as the thread's CPU time. A process that really computes on that
+// crowded CPU is still flagged. Needs a second CPU for the watchdog and Linux's per-thread
+// state; skipped without them.
+#[test]
+fn a_preempted_worker_is_not_flagged_stuck() {
+    let _serial = serialize(&SERIAL);
+    let cpus = allowed_cpus();
+    if cpus.len() < 2 || !std::path::Path::new("/proc/thread-self/stat").exists() {
+        println!("skipped: needs two CPUs and /proc/thread-self/stat");
+        return;
+    }
+    let crowded = cpus[0];
+    let stop = Arc::new(AtomicBool::new(false));
+    let stop_in = stop.clone();
+    with_stop_flag("a preempted worker", &stop, move || {
+        let vm = Vm::builder()
+            .schedulers(1)
+            .long_schedule(Duration::from_millis(3))
+            .build()
+            .expect("building the VM");
+        // A process runs on its scheduler's thread: this pins the one worker thread.
+        vm.run(move || pin_this_thread(crowded))
+            .expect("pinning the worker failed");
+        let hogs: Vec<_> = (0..2)
+            .map(|_| {
+                let stop = stop_in.clone();
+                std::thread::spawn(move || {
+                    pin_this_thread(crowded);
+                    std::hint::black_box(spin_until(&stop));
+                })
+            })
+            .collect();
+        let runs = vm
+            .run(|| {
+                let start = Instant::now();
+                let mut runs = 0u64;
+                while start.elapsed() < Duration::from_millis(1_500) {
+                    compute_for(Duration::from_micros(50));
+                    process::yield_now();
+                    runs += 1;
+                }
+                runs
+            })
+            .expect("the short-run process failed");
+        let events = vm.long_schedules();
+        let preempted: Vec<_> = events.iter().filter(|event| !event.finished).collect();
+        vm.run(|| compute_for(Duration::from_millis(100)))
+            .expect("the computing process failed");
+        stop_in.store(true, Ordering::Relaxed);
+        for hog in hogs {
+            hog.join().expect("a hog thread panicked");
+        }
+        let computed = vm.long_schedules().split_off(events.len());
+        println!(
+            "{runs} short runs beside two busy threads: {} flagged stuck; then a 100 ms \
+             computation: {computed:?}",
+            preempted.len()
+        );
+        assert!(
+            preempted.len() <= 5,
+            "runs of ~50 µs whose thread the OS preempted were flagged stuck {} times: {:?}",
+            preempted.len(),
+            &preempted[..preempted.len().min(5)]
+        );
+        assert!(
+            computed.iter().any(|event| !event.finished),
+            "a 100 ms computation on the crowded CPU was not flagged"
+        );
     });
 }

@@ -1,7 +1,7 @@
 //! The runtime: worker threads, the shared injector, stealers, timers and the stack-slot pool.
 
 use std::fmt;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -296,6 +296,10 @@ pub(crate) struct WorkerShared<P> {
     pub(crate) runs: AtomicU64,
     /// Label of the process being run (Relaxed, like `runs`).
     pub(crate) label: AtomicU64,
+    /// The worker thread's kernel thread id (Linux), 0 until its thread starts or where
+    /// unknown: lets the watchdog tell a stuck worker from a preempted one (`watchdog.rs`).
+    /// Relaxed: a number written once at thread start; a stale 0 reads as "unknown".
+    pub(crate) tid: AtomicI32,
     /// Flagged by the watchdog: inside one process for longer than the threshold. Relaxed
     /// reads are hints for stealing and timer firing; the watchdog owns the transitions.
     pub(crate) stuck: Padded<AtomicBool>,
@@ -809,6 +813,7 @@ impl<P: Schedulable> Runtime<P> {
                     runnext: RunNext::new(),
                     runs: AtomicU64::new(0),
                     label: AtomicU64::new(0),
+                    tid: AtomicI32::new(0),
                     stuck: Padded(AtomicBool::new(false)),
                     stuck_since: Mutex::new(None),
                     active: Padded(AtomicBool::new(false)),

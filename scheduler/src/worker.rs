@@ -123,6 +123,15 @@ impl<P: Schedulable> WorkerLocal<P> {
     /// The worker thread's body.
     pub(crate) fn run(self) {
         crate::overflow::ensure_alternate_stack();
+        #[cfg(target_os = "linux")]
+        {
+            // SAFETY: gettid has no preconditions.
+            let tid = unsafe { libc::gettid() };
+            // Relaxed: see the field.
+            self.shared.workers[self.index]
+                .tid
+                .store(tid, Ordering::Relaxed);
+        }
         context::set_context(Context {
             runtime: Arc::as_ptr(&self.shared) as usize,
             process_type: Some(std::any::TypeId::of::<P>()),
