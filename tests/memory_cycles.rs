@@ -3,10 +3,17 @@
 //! before and after, which another test's allocations in the same process would skew.
 //!
 //! The guard is absolute, not relative: what is left after the VM gives memory back varies by a
-//! few hundred KiB from run to run with where glibc's per-thread arenas end (`malloc_trim`
-//! does not shrink the top of a thread's heap) and with how many spare threads the watchdog
-//! started on a busy machine; on a quiet machine the end is within a few percent of the start
-//! (the figure this test prints). A leak of even 0.2 bytes per cycle would cross the guard.
+//! few hundred KiB from run to run (measured with `/proc/self/smaps` diffs and a malloc
+//! tracer):
+//! - glibc's per-thread arenas end higher than after the first wave (`malloc_trim` does not
+//!   shrink the top of a thread's heap, and pages inside a heap that held a wave's peak stay
+//!   resident): +100 to +300 KiB over three arenas, with live heap data up only ~50 KiB;
+//! - when a later wave has more processes alive at once than the first, the process table's
+//!   next segment is allocated (128 KiB for indices 3,072 to 7,167): live memory that stays;
+//! - a spare thread the watchdog started brings a glibc arena of its own (in a virtual
+//!   machine, time the hypervisor takes from a CPU can still look like a long computation).
+//!
+//! A leak of even 0.2 bytes per cycle would cross the guard.
 
 mod heavy_common;
 
