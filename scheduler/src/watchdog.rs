@@ -119,14 +119,14 @@ struct Sample {
 
 /// The CPU time a thread has used, read at a moment.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) struct CpuTime {
+struct CpuTime {
     at: Instant,
     used: Duration,
 }
 
 /// What the kernel says a thread is doing right now.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum ThreadState {
+enum ThreadState {
     /// On a CPU, or runnable and waiting for one (`R`).
     Runnable,
     /// Anything else: sleeping, in uninterruptible I/O, stopped.
@@ -188,7 +188,7 @@ fn parse_state(stat: &str) -> Option<ThreadState> {
 /// stuck, from the CPU time it used in the window from `start` to `end` and, only if that does
 /// not decide, what `state` says it is doing now (see "Preempted is not stuck"). Anything
 /// unknown counts as stuck.
-pub(crate) fn is_stuck(
+fn is_stuck(
     start: Option<CpuTime>,
     end: Option<CpuTime>,
     threshold: Duration,
