@@ -74,8 +74,10 @@ struct Bump {
     /// Base address of every chunk mapped so far (for `give_back`).
     chunks: Vec<usize>,
     next: usize,
-    /// Pages in `[next, committed)` are committed (populated, or faulted in if populating is
-    /// not supported); beyond it they are only reserved.
+    /// Pages in `[next, committed)` are committed, or being committed: the thread that moved
+    /// `committed` populates the window after releasing the lock (or, where populating is not
+    /// supported, the pages fault in as they are first written). Beyond it they are only
+    /// reserved.
     committed: usize,
     end: usize,
 }
