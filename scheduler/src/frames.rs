@@ -15,8 +15,8 @@
 //! A process-wide store of buffers in size classes of [`GRANULE`] bytes up to [`SMALL_MAX`],
 //! carved from anonymous mappings of [`CHUNK`] bytes of address space, committed a [`WINDOW`]
 //! at a time ahead of the carving (`MADV_POPULATE_WRITE`). A freed buffer goes to its class's
-//! free list and is reused by the next buffer of that class. Larger frames (rare: a process parked under deep recursion) use the
-//! global allocator.
+//! free list and is reused by the next buffer of that class. Larger frames (rare: a process
+//! parked under deep recursion) use the global allocator.
 //!
 //! The store is process-wide (a `static`, like an allocator), so a buffer stays valid whatever
 //! outlives what: a fiber dropped after its runtime still frees into it. Mappings are never
@@ -69,7 +69,7 @@ struct Class {
     free: Mutex<Vec<usize>>,
 }
 
-/// The part of the current chunk not yet carved.
+/// The chunks mapped so far, and the part of the current one not yet carved.
 struct Bump {
     /// Base address of every chunk mapped so far (for `give_back`).
     chunks: Vec<usize>,
@@ -109,6 +109,15 @@ static STORE: Store = Store {
 /// The class of a buffer for `len` bytes (`len` in `1..=SMALL_MAX`).
 fn class_of(len: usize) -> usize {
     len.div_ceil(GRANULE) - 1
+}
+
+/// The class a block for `layout` comes from, or `None` if it comes from the global allocator:
+/// size up to [`SMALL_MAX`], alignment up to [`GRANULE`] (every buffer starts at its chunk's
+/// page-aligned base plus a multiple of `GRANULE`). One test for both [`allocate_block`] and
+/// [`free_block`], so that a block always goes back where it came from.
+fn store_class(layout: Layout) -> Option<usize> {
+    (layout.size() <= SMALL_MAX && layout.align() <= GRANULE)
+        .then(|| class_of(layout.size().max(1)))
 }
 
 /// A buffer of class `class`: a free one, or a new one carved from the current chunk.
@@ -190,13 +199,11 @@ fn populate(start: usize, len: usize) {
     }
 }
 
-/// A block for `layout`: from the store when it fits a class (size up to [`SMALL_MAX`],
-/// alignment up to [`GRANULE`]: every buffer starts at a multiple of its chunk's page-aligned
-/// base plus multiples of `GRANULE`), from the global allocator otherwise. For saved frames
-/// and [`crate::handle::Handle`]'s control blocks.
+/// A block for `layout`: from the store when it fits a class ([`store_class`]), from the global
+/// allocator otherwise. For saved frames and [`crate::handle::Handle`]'s control blocks.
 pub(crate) fn allocate_block(layout: Layout) -> std::ptr::NonNull<u8> {
-    let address = if layout.size() <= SMALL_MAX && layout.align() <= GRANULE {
-        allocate_small(class_of(layout.size().max(1)))
+    let address = if let Some(class) = store_class(layout) {
+        allocate_small(class)
     } else {
         // SAFETY: the callers' layouts have a non-zero size (a control block holds a count, a
         // frames buffer is at least one granule).
@@ -215,8 +222,8 @@ pub(crate) fn allocate_block(layout: Layout) -> std::ptr::NonNull<u8> {
 ///
 /// `block` came from `allocate_block(layout)` with this `layout` and is not used afterwards.
 pub(crate) unsafe fn free_block(block: std::ptr::NonNull<u8>, layout: Layout) {
-    if layout.size() <= SMALL_MAX && layout.align() <= GRANULE {
-        free_small(block.as_ptr() as usize, class_of(layout.size().max(1)));
+    if let Some(class) = store_class(layout) {
+        free_small(block.as_ptr() as usize, class);
     } else {
         // SAFETY: allocated by the global allocator with this layout (the caller's contract).
         unsafe { std::alloc::dealloc(block.as_ptr(), layout) };
