@@ -64,6 +64,25 @@
 //! worker with none refills), the pages of freed saved-frame buffers and control blocks (the
 //! block store, `frames.rs`), and freed heap (`malloc_trim`).
 //!
+//! What this cannot give back is the top of each worker thread's glibc arena: `malloc_trim`
+//! releases free chunks inside a thread arena's heap but not its top chunk, which glibc only
+//! shrinks on a large free once it exceeds the trim threshold (128 KiB unless raised
+//! dynamically). The run queues' buffers live there (crossbeam-deque grows a deque by doubling
+//! past 64 entries and shrinks it again below a quarter), so how far a worker's arena top is
+//! touched follows the largest queue it has held; over ten million spawn/exit cycles in waves
+//! of 100,000 (`tests/memory_cycles.rs`) that high-water mark adds a few hundred KiB to a
+//! ~4 MiB process. Rejected, measured (2 workers, W2 alternated with the unchanged build):
+//! - *Bounding the local deques within their initial 64-entry buffer*, so they never resize:
+//!   a spawner whose fresh deque holds 32 ends its slice, and a queue of 48 moves its older 24
+//!   to the injector. The drift fell from +6.7 to +11.7 % to +3.3 to +4.7 %, but skynet (W5)
+//!   went from ~0.3 s to ~0.5 s. With the bounds at 64, skynet kept its speed but W2 needed 20
+//!   to 50 % more CPU: with small deques the other worker runs dry, sleeps and is woken far
+//!   more often (the extra time was in the run loop and in the kernel's wake-up path).
+//!   Bounding at 1,024 entries did not fix the drift (+6.0, +10.3 %).
+//! - *Spilling a full fresh deque's older half to the injector* (the spawner then yields into
+//!   the injector behind its spilled children, so it still cannot outrun them): W2 took ~10 %
+//!   more CPU (four alternating runs).
+//!
 //! # Control blocks
 //!
 //! The runtime and the VM hold a process through a [`Handle<P>`]: `Arc<P>`'s protocol on memory
