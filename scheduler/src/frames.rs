@@ -154,9 +154,10 @@ fn allocate_small(class: usize) -> usize {
     // Populated out of the lock: the call takes ~100 µs here (32 pages, each zeroed and mapped
     // by a hypervisor that charges for every new page), and the other workers carving meanwhile
     // must not queue behind it (in W2's spawn phase the bump lock was the most contended futex;
-    // W2 went from 2.0-2.9 s to 1.7-2.2 s, measured alternately). A buffer carved from the
-    // window before it is populated faults its own pages in; a `give_back` meanwhile advises
-    // away only pages beyond every carved buffer, which populating again merely re-commits.
+    // eight rounds of W2 alternated with the build before: median 1.5 s against 2.2 s, see the
+    // README). A buffer carved from the window before it is populated faults its own pages in;
+    // a `give_back` meanwhile advises away only pages beyond every carved buffer, which
+    // populating again merely re-commits.
     if let Some((start, len)) = window {
         populate(start, len);
     }
