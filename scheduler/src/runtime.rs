@@ -28,6 +28,11 @@ pub const DEFAULT_SLOT_SIZE: usize = 256 * 1024;
 /// seconds.
 const TRIM_INTERVAL: Duration = Duration::from_secs(1);
 
+/// Least time between two passes of giving memory back while the previous pass left slots
+/// over (its budget ran out). Guessed: a pass takes ~1 ms, so the worker stays asleep 90 % of
+/// the time, and a VM with thousands of used slots is trimmed within a second.
+const TRIM_CONTINUE: Duration = Duration::from_millis(10);
+
 /// Most stack slots one trimming pass looks at (one `madvise` each). Guessed: ~5 µs each, so a
 /// pass delays the worker's sleep by at most ~1 ms.
 const TRIM_SLOTS: usize = 256;
@@ -387,12 +392,23 @@ pub(crate) struct Shared<P> {
     spares: Mutex<Vec<SpareSlot<P>>>,
     /// Threads to join at shutdown (workers, started spares, the watchdog). Under this mutex.
     threads: Mutex<Vec<(Option<usize>, JoinHandle<()>)>>,
-    /// When memory was last given back (`give_memory_back`), in ms since `origin`. Relaxed:
+    /// When memory may next be given back (`give_memory_back`), in ms since `origin`. Relaxed:
     /// a rate limit; two workers trimming at once is harmless.
-    last_trim: AtomicU64,
+    next_trim: AtomicU64,
     /// Set at shutdown when only stuck processes are left: workers exit even though fibers are
     /// live (those stay on their stuck threads, which are detached).
     pub(crate) abandon: AtomicBool,
+}
+
+/// What [`Shared::give_memory_back`] asks of the worker that called it.
+pub(crate) enum GiveBack {
+    /// Memory was given back and nothing is left over: no need to come back.
+    Done,
+    /// A pass ran out of budget: the caller should make the next pass at this instant.
+    Continue(Instant),
+    /// No pass now (too soon, or another worker is making one): memory the caller freed may
+    /// be held until a pass at or after this instant.
+    NotBefore(Instant),
 }
 
 /// A worker's own ends of its run queue (FIFO) and of its fresh deque (LIFO).
@@ -537,22 +553,28 @@ impl<P: Schedulable> Shared<P> {
     /// On the idle path, at most once per [`TRIM_INTERVAL`]: gives dead stack pages (up to
     /// [`TRIM_SLOTS`] slots) and freed heap memory back to the OS, so a parked or finished
     /// process's memory returns. Processes that waited for a trimmed slot go to `queue`.
-    pub(crate) fn give_memory_back(&self, queue: &Worker<Handle<P>>) {
+    /// Says whether the caller is done or should come back (see `WorkerLocal::sleep`).
+    pub(crate) fn give_memory_back(&self, queue: &Worker<Handle<P>>) -> GiveBack {
         let now = self.millis_since_origin(Instant::now());
         // Relaxed: see the field.
-        let last = self.last_trim.load(Ordering::Relaxed);
-        if now < last + TRIM_INTERVAL.as_millis() as u64 {
-            return;
+        let next = self.next_trim.load(Ordering::Relaxed);
+        let not_before =
+            |millis: u64| GiveBack::NotBefore(self.origin + Duration::from_millis(millis));
+        if now < next {
+            return not_before(next);
         }
+        let interval = TRIM_INTERVAL.as_millis() as u64;
         if self
-            .last_trim
-            .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+            .next_trim
+            .compare_exchange(next, now + interval, Ordering::Relaxed, Ordering::Relaxed)
             .is_err()
         {
-            return;
+            // Another worker is giving memory back right now, perhaps without what we freed
+            // last: come back after the interval.
+            return not_before(now + interval);
         }
         let mut requeued = false;
-        self.slots.trim(TRIM_SLOTS, &mut |process| {
+        let more = self.slots.trim(TRIM_SLOTS, &mut |process| {
             queue.push(process);
             requeued = true;
         });
@@ -566,6 +588,19 @@ impl<P: Schedulable> Shared<P> {
         unsafe {
             libc::malloc_trim(0);
         }
+        if more {
+            let soon = now + TRIM_CONTINUE.as_millis() as u64;
+            // Relaxed: see the field. Only lowers our own mark; if another worker moved it
+            // since, its pass is newer and we keep its schedule.
+            let _ = self.next_trim.compare_exchange(
+                now + interval,
+                soon,
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            );
+            return GiveBack::Continue(self.origin + Duration::from_millis(soon));
+        }
+        GiveBack::Done
     }
 
     /// Drops the finished processes every worker kept for reuse.
@@ -848,7 +883,7 @@ impl<P: Schedulable> Runtime<P> {
             ),
             threads: Mutex::new(Vec::new()),
             abandon: AtomicBool::new(false),
-            last_trim: AtomicU64::new(0),
+            next_trim: AtomicU64::new(0),
             thread_name: config.thread_name.clone(),
         });
         let runtime = Runtime {

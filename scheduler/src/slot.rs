@@ -432,16 +432,17 @@ impl<P: Schedulable> SlotPool<P> {
     /// process started on a trimmed slot pays two or three page faults, ~1 µs, once; keeping
     /// a warm top instead would let the resident set grow with the most slots ever enabled.)
     /// Slots that are busy are skipped; the processes that waited for a slot while we trimmed
-    /// it go to `requeue`.
-    pub(crate) fn trim(&self, budget: usize, requeue: &mut dyn FnMut(Handle<P>)) {
+    /// it go to `requeue`. Returns `true` if the budget ran out before every slot was looked
+    /// at (more may be left to trim).
+    pub(crate) fn trim(&self, budget: usize, requeue: &mut dyn FnMut(Handle<P>)) -> bool {
         let enabled = self.enabled.load(Ordering::Acquire);
         if enabled == 0 {
-            return;
+            return false;
         }
         let mut trimmed = 0;
         for _ in 0..enabled {
             if trimmed == budget {
-                break;
+                return true;
             }
             let index = self.trim_cursor.fetch_add(1, Ordering::Relaxed) % enabled;
             let slot = &self.slots[index];
@@ -480,6 +481,7 @@ impl<P: Schedulable> SlotPool<P> {
             self.release(index as u32, requeue);
             trimmed += 1;
         }
+        false
     }
 
     /// Marks slot `index` as used (it may hold pages `trim` can give back).

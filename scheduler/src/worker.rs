@@ -10,7 +10,7 @@ use crossbeam_deque::{Steal, Worker};
 use crate::context::{self, Context};
 use crate::fiber::RunOutcome;
 use crate::handle::Handle;
-use crate::runtime::Shared;
+use crate::runtime::{GiveBack, Shared};
 use crate::slot::Acquire;
 use crate::Schedulable;
 
@@ -42,7 +42,6 @@ pub(crate) struct WorkerLocal<P> {
     /// the other workers steal the oldest). See `next_process` for how it shares the worker with
     /// `queue`.
     pub(crate) fresh: Worker<Handle<P>>,
-    /// Consecutive runs taken from `runnext`.
     /// Reductions left of the current time slice. A process taken from runnext inherits them
     /// (Go's `runnext` inherits the time slice): a chain of wake-ups or spawns shares one slice,
     /// so it stays on this core and runs depth-first, yet cannot starve the queue; once the
@@ -56,6 +55,9 @@ pub(crate) struct WorkerLocal<P> {
     tick: Cell<u64>,
     /// Whether this worker counts as searching in `Idle`.
     searching: Cell<bool>,
+    /// Whether this worker has run a process since it last gave memory back and found nothing
+    /// left to give. While set, its sleep ends in time for the next give-back (see `sleep`).
+    owes_give_back: Cell<bool>,
     /// State of the randomized test mode's generator (xorshift64); 0 when the mode is off.
     random: Cell<u64>,
 }
@@ -89,6 +91,7 @@ impl<P: Schedulable> WorkerLocal<P> {
             free_slots: RefCell::new(Vec::new()),
             tick: Cell::new(0),
             searching: Cell::new(false),
+            owes_give_back: Cell::new(false),
             random: Cell::new(shared.randomize.map_or(0, |seed| {
                 (seed ^ (index as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15)) | 1
             })),
@@ -334,6 +337,7 @@ impl<P: Schedulable> WorkerLocal<P> {
         }
         self.shared.slots.make_resident(slot, &process);
         self.shared.slots.mark_used(slot);
+        self.owes_give_back.set(true);
         let shared_self = &self.shared.workers[self.index];
         // Relaxed: the watchdog only samples these (see `watchdog.rs`).
         shared_self.label.store(process.label(), Ordering::Relaxed);
@@ -488,9 +492,22 @@ impl<P: Schedulable> WorkerLocal<P> {
     }
 
     /// Parks the worker until work arrives or its next timer is due (idle protocol, `idle.rs`).
+    ///
+    /// A worker that has run processes since it last gave memory back also wakes when the next
+    /// give-back is allowed (they are rate-limited, `Shared::give_memory_back`), and again
+    /// while one leaves work over: the memory of the last processes before the VM went quiet
+    /// goes back without anything else waking the VM. Once a give-back leaves nothing, the
+    /// worker sleeps until work arrives, so an idle VM uses no CPU.
     fn sleep(&self) {
         let shared = &self.shared;
-        shared.give_memory_back(&self.queue);
+        let next_give_back = match shared.give_memory_back(&self.queue) {
+            GiveBack::Done => {
+                self.owes_give_back.set(false);
+                None
+            }
+            GiveBack::Continue(at) => Some(at),
+            GiveBack::NotBefore(at) => self.owes_give_back.get().then_some(at),
+        };
         shared
             .idle
             .transition_to_sleeping(self.index, self.searching.replace(false));
@@ -507,6 +524,7 @@ impl<P: Schedulable> WorkerLocal<P> {
         let deadline = self
             .watched_wheels()
             .filter_map(|index| shared.workers[index].timers.next_deadline(shared))
+            .chain(next_give_back)
             .min();
         shared.workers[self.index].parker.park(deadline);
         if !shared.idle.transition_from_sleeping(self.index) {
