@@ -3,11 +3,12 @@
 //! before and after, which another test's allocations in the same process would skew.
 //!
 //! The guard is absolute, not relative: what is left after the VM gives memory back varies by a
-//! few hundred KiB from run to run (measured with `/proc/self/smaps` diffs and a malloc
-//! tracer):
-//! - glibc's per-thread arenas end higher than after the first wave (`malloc_trim` does not
-//!   shrink the top of a thread's heap, and pages inside a heap that held a wave's peak stay
-//!   resident): +100 to +300 KiB over three arenas, with live heap data up only ~50 KiB;
+//! hundred KiB or two from run to run (measured with `/proc/self/smaps` diffs and a malloc
+//! tracer): +3.0 to +3.3 % over the first wave in three runs, up to +5.6 % in others.
+//! - glibc's per-thread arenas can end higher than after the first wave (`malloc_trim` does
+//!   not shrink the top of a thread's heap): a wave's root grows its mailbox to 100,000
+//!   messages and frees it; the run queues no longer grow in a spawn loop (they did until the
+//!   scheduler bounded a spawner's batch of new processes, and the drift was +7 to +16 %);
 //! - when a later wave has more processes alive at once than the first, the process table's
 //!   next segment is allocated (128 KiB for indices 3,072 to 7,167): live memory that stays;
 //! - a spare thread the watchdog started brings a glibc arena of its own (in a virtual

@@ -559,6 +559,18 @@ impl Fiber {
         unsafe { self.suspend_self(Suspend::Park) };
     }
 
+    /// From inside this fiber's coroutine: uses up the rest of its slice, so that its next
+    /// [`Fiber::spend`] says to yield.
+    ///
+    /// # Safety
+    ///
+    /// As [`Fiber::suspend_self`].
+    pub(crate) unsafe fn end_slice(&self) {
+        // SAFETY: the running fiber's thread owns its core (caller's contract).
+        let core = unsafe { &mut *self.core.get() };
+        core.budget = core.budget.min(0);
+    }
+
     /// From inside this fiber's coroutine: spends `reductions`; returns `true` if the slice is
     /// used up and the caller should yield.
     ///

@@ -70,21 +70,29 @@
 //! What this cannot give back is the top of each worker thread's glibc arena: `malloc_trim`
 //! releases free chunks inside a thread arena's heap but not its top chunk, which glibc only
 //! shrinks on a large free once it exceeds the trim threshold (128 KiB unless raised
-//! dynamically). The run queues' buffers live there (crossbeam-deque grows a deque by doubling
-//! past 64 entries and shrinks it again below a quarter), so how far a worker's arena top is
-//! touched follows the largest queue it has held; over ten million spawn/exit cycles in waves
-//! of 100,000 (`tests/memory_cycles.rs`) that high-water mark adds a few hundred KiB to a
-//! ~4 MiB process. Rejected, measured (2 workers, W2 alternated with the unchanged build):
-//! - *Bounding the local deques within their initial 64-entry buffer*, so they never resize:
-//!   a spawner whose fresh deque holds 32 ends its slice, and a queue of 48 moves its older 24
-//!   to the injector. The drift fell from +6.7 to +11.7 % to +3.3 to +4.7 %, but skynet (W5)
-//!   went from ~0.3 s to ~0.5 s. With the bounds at 64, skynet kept its speed but W2 needed 20
-//!   to 50 % more CPU: with small deques the other worker runs dry, sleeps and is woken far
-//!   more often (the extra time was in the run loop and in the kernel's wake-up path).
-//!   Bounding at 1,024 entries did not fix the drift (+6.0, +10.3 %).
+//! dynamically). So what a worker allocates and frees over and over must stay small. The run
+//! queues' buffers live there (crossbeam-deque grows a deque by doubling past 64 entries and
+//! shrinks it again below a quarter; every resize of a buffer over 1 KiB also seals a 2 KiB bag
+//! of deferred frees): when a spawner could fill its fresh deque with a whole slice's worth of
+//! children (4,000), both deques went up to 32 KiB and back every slice, and the arena tops'
+//! high-water mark crept up over ten million spawn/exit cycles in waves of 100,000
+//! (`tests/memory_cycles.rs`), by +7 to +16 % of a ~4 MiB process. A spawner's slice now ends
+//! once its fresh deque holds 63 (`FRESH_PER_SLICE` in `runtime.rs`), so neither deque leaves
+//! its first buffer in a spawn loop: +3.0 to +3.3 %, for ~10 % more time in W2 (a million
+//! spawns in one loop). Rejected, measured (2 workers, W2 alternated with the unchanged build):
+//! - *Also bounding the local queue*: a spawner whose fresh deque holds 32 ends its slice, and a
+//!   queue of 48 moves its older 24 to the injector. The drift fell to +3.3 to +4.7 %, but
+//!   skynet (W5) went from ~0.3 s to ~0.5 s. With both bounds at 64, skynet kept its speed but
+//!   W2 needed 20 to 50 % more CPU: with small deques the other worker runs dry, sleeps and is
+//!   woken far more often (the extra time was in the run loop and in the kernel's wake-up
+//!   path). Bounding both at 1,024 entries did not fix the drift (+6.0, +10.3 %), nor did
+//!   ending the slice at 255 fresh (+5.2 to +9.6 %).
 //! - *Spilling a full fresh deque's older half to the injector* (the spawner then yields into
 //!   the injector behind its spilled children, so it still cannot outrun them): W2 took ~10 %
-//!   more CPU (four alternating runs).
+//!   more CPU (four alternating runs), and the injector's blocks are allocations too.
+//! - *Charging a spawn more reductions* (64: ~62 spawns a slice) had the same effect on the
+//!   drift and on W2 as the fresh-deque bound, but also shortened the slices of processes that
+//!   spawn a few children among other work.
 //!
 //! # Control blocks
 //!

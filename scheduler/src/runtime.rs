@@ -28,6 +28,25 @@ pub const DEFAULT_SLOT_SIZE: usize = 256 * 1024;
 /// seconds.
 const TRIM_INTERVAL: Duration = Duration::from_secs(1);
 
+/// New processes a worker's fresh deque holds before the process spawning them has its slice
+/// ended (it yields at its next VM call, behind its children; see `WorkerLocal::run_process`).
+///
+/// 63: crossbeam-deque's first buffer holds 64 entries, so the fresh deque never grows, and
+/// the local queue, which takes the fresh deque's contents at each yield, rarely does. A
+/// spawner that filled the fresh deque with a whole slice's worth (up to 4,000) made both
+/// deques double their buffers up to 32 KiB and shrink them again every slice, each resize
+/// also sealing a 2 KiB bag of deferred frees (crossbeam-epoch). That churn in the workers'
+/// glibc arenas left a resident high-water mark that crept up over ten million spawn/exit
+/// cycles in waves of 100,000 (`tests/memory_cycles.rs`): +7 to +16 % over the first wave's
+/// RSS, against +3.0 to +3.3 % now (three runs each). 255 was not enough (+5.2 to +9.6 %).
+/// It also keeps fewer processes alive at once in a spawn loop.
+///
+/// The price is in W2 (a million processes spawned in one loop, then parked): the spawner
+/// now alternates with its children every 63 spawns instead of every 4,000, and six
+/// alternating rounds took ~10 % more wall and CPU time (median 2.45 s against 2.2 s);
+/// W1 and skynet did not change.
+const FRESH_PER_SLICE: usize = 63;
+
 /// Least time between two passes of giving memory back while the previous pass left slots
 /// over (its budget ran out). Guessed: a pass takes ~1 ms, so the worker stays asleep 90 % of
 /// the time, and a VM with thousands of used slots is trimmed within a second.
@@ -324,10 +343,13 @@ pub(crate) struct WorkerShared<P> {
 }
 
 /// Batches of finished processes (each half a worker's `Config::recycle`) the runtime-wide store
-/// holds at most; beyond it a full worker frees what it cannot keep. Sized for a spawner's
-/// slice: 4,000 reductions are up to 4,000 spawns, and with the VM's 256 per worker, 32 batches
-/// of 128 control blocks (4,096, ~1.4 MiB) let the next slice's spawns all reuse the blocks of
-/// the last slice's children (with 16, W1 on one scheduler still allocated 47 % of its blocks).
+/// holds at most; beyond it a full worker frees what it cannot keep. Sized when a spawner's
+/// slice still held up to 4,000 spawns: with the VM's 256 per worker, 32 batches of 128
+/// control blocks (4,096, ~1.4 MiB) let the next slice's spawns all reuse the blocks of the
+/// last slice's children (with 16, W1 on one scheduler still allocated 47 % of its blocks).
+/// Since a spawner yields every 63 spawns (`FRESH_PER_SLICE`), its children's blocks mostly come
+/// back to the worker's own store before the next batch; this one takes bursts of exits (a
+/// release of thousands of parked processes) for the spawns that follow.
 pub const RECYCLE_SPILL_BATCHES: usize = 32;
 
 /// The runtime-wide store of recycled control blocks: batches handed over by full workers, and
@@ -518,7 +540,12 @@ impl<P: Schedulable> Shared<P> {
             // tree unfolds depth-first and its live set stays small (skynet: a few hundred
             // processes alive instead of a third of a million), while idle workers steal the
             // oldest, i.e. the largest subtrees (work-first scheduling, as in Cilk).
-            Some(worker) => worker.fresh.push(process),
+            Some(worker) => {
+                worker.fresh.push(process);
+                if worker.fresh.len() >= FRESH_PER_SLICE {
+                    worker.end_running_slice();
+                }
+            }
             None => self.injector.push(process),
         }
         self.notify_one();

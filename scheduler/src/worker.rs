@@ -123,6 +123,20 @@ impl<P: Schedulable> WorkerLocal<P> {
         }
     }
 
+    /// Ends the slice of the process running on this worker, if any: it yields at its next VM
+    /// call. Called on this worker's thread, by code the running process called (a spawn).
+    pub(crate) fn end_running_slice(&self) {
+        let fiber = context::current_fiber();
+        if fiber.is_null() {
+            return;
+        }
+        // SAFETY: the context's fiber is set only while this thread runs that fiber's
+        // coroutine (`run_process` sets it just before `resume` and clears it just after, and
+        // spawns nothing in between), and we are on this thread: the fiber is running, and
+        // it is the one calling us.
+        unsafe { (*fiber).end_slice() };
+    }
+
     /// The worker thread's body.
     pub(crate) fn run(self) {
         crate::overflow::ensure_alternate_stack();

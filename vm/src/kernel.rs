@@ -371,14 +371,24 @@ mod tests {
 
     /// A scheduler keeps the blocks of processes that ended on it beyond its own store in the
     /// runtime-wide one, and a worker whose store is empty refills from there: so blocks flow
-    /// from the worker where processes end to the one where they are spawned.
+    /// from the worker where processes end to the one where they are spawned. (The processes
+    /// wait until all are spawned and end in one burst: in a plain spawn loop the children end
+    /// between the spawner's batches, and the next batch reuses their blocks.)
     #[test]
     fn finished_blocks_beyond_a_workers_store_are_kept_for_other_workers() {
         let vm = Vm::builder().schedulers(1).build().unwrap();
         let result = vm.run(|| {
             let root = crate::self_pid();
-            for i in 0..1000u32 {
-                spawn(move || send(root, i));
+            let children: Vec<crate::Pid> = (0..1000u32)
+                .map(|i| {
+                    spawn(move || {
+                        receive::<()>();
+                        send(root, i);
+                    })
+                })
+                .collect();
+            for child in children {
+                send(child, ());
             }
             for _ in 0..1000 {
                 receive::<u32>();

@@ -56,6 +56,10 @@
 //! | receive: scanning messages | 1 more per 16 messages scanned |
 //! | `process::bump_reductions(n)` | n |
 //!
+//! A spawner's slice also ends once 63 of its new processes wait to run on its scheduler: it
+//! yields at its next VM call and runs again after them (`starling-scheduler`'s crate docs
+//! say why: memory).
+//!
 //! # The thread rule
 //!
 //! A process may resume on another OS thread after **any** VM call. So, in process code:

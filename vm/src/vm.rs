@@ -26,8 +26,10 @@ use crate::table::ProcessTable;
 
 /// Finished processes each scheduler keeps so that the next spawns on it reuse their control
 /// blocks instead of asking the block store (see `starling_scheduler::Config::recycle`; a full
-/// store hands half to the runtime-wide one, which covers the rest of a slice's up to 4,000
-/// spawns). Guessed: ~90 KiB per scheduler; idle schedulers give them back.
+/// store hands half to the runtime-wide one, which covers bursts of exits, e.g. thousands of
+/// parked processes released at once). Guessed: a spawn loop yields every 63 spawns and its
+/// children end in between, so this covers it several times over; ~90 KiB per scheduler; idle
+/// schedulers give them back.
 pub(crate) const RECYCLED_PER_WORKER: usize = 256;
 
 /// Default process limit (like `erl +P`): 4 Mi processes.
