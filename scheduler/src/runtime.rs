@@ -910,7 +910,9 @@ impl<P: Schedulable> Runtime<P> {
             ),
             threads: Mutex::new(Vec::new()),
             abandon: AtomicBool::new(false),
-            next_trim: AtomicU64::new(0),
+            // Not in the runtime's first second: a short-lived runtime (a test, a one-off
+            // `Vm::run`) has little to give back and would pay for the pass.
+            next_trim: AtomicU64::new(TRIM_INTERVAL.as_millis() as u64),
             thread_name: config.thread_name.clone(),
         });
         let runtime = Runtime {
