@@ -4,7 +4,7 @@
 //!
 //! The guard is absolute, not relative: what is left after the VM gives memory back varies by a
 //! hundred KiB or two from run to run (measured with `/proc/self/smaps` diffs and a malloc
-//! tracer): +3.0 to +3.3 % over the first wave in three runs, up to +5.6 % in others.
+//! tracer): +2.9 to +7.5 % over the first wave in eleven runs, most of them +3 to +5 %.
 //! - glibc's per-thread arenas can end higher than after the first wave (`malloc_trim` does
 //!   not shrink the top of a thread's heap): a wave's root grows its mailbox to 100,000
 //!   messages and frees it; the run queues no longer grow in a spawn loop (they did until the

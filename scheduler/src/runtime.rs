@@ -38,7 +38,8 @@ const TRIM_INTERVAL: Duration = Duration::from_secs(1);
 /// also sealing a 2 KiB bag of deferred frees (crossbeam-epoch). That churn in the workers'
 /// glibc arenas left a resident high-water mark that crept up over ten million spawn/exit
 /// cycles in waves of 100,000 (`tests/memory_cycles.rs`): +7 to +16 % over the first wave's
-/// RSS, against +3.0 to +3.3 % now (three runs each). 255 was not enough (+5.2 to +9.6 %).
+/// RSS, against +2.9 to +7.5 % now (eleven runs, most +3 to +5 %). 255 was not enough (+5.2
+/// to +9.6 %, three runs).
 /// It also keeps fewer processes alive at once in a spawn loop.
 ///
 /// The price is in W2 (a million processes spawned in one loop, then parked): the spawner
