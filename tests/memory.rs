@@ -11,21 +11,14 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use heavy_common::{
-    guarded, mib, rss_bytes, serialize, wait_until_no_processes, waves_then_idle, WAVE, WAVES,
+    guarded, mib, parked_chain, rss_bytes, serialize, wait_until_no_processes, waves_then_idle, Go,
+    WAVE, WAVES,
 };
-use starling::{process, receive, self_pid, send, spawn, Pid, Status, Vm};
+use starling::{process, receive, send, Vm};
 
 static RSS_LOCK: Mutex<()> = Mutex::new(());
 
 const PARKED: usize = 1_000_000;
-
-/// Releases a parked process (it forwards the release down the chain).
-#[derive(Debug)]
-struct Go;
-
-/// The first process of the chain tells the root that everybody was released.
-#[derive(Debug)]
-struct AllReleased;
 
 // (a) bytes per parked process: a million processes parked in `receive`.
 #[test]
@@ -39,31 +32,12 @@ fn bytes_per_parked_process() {
         let empty = rss_bytes();
         let peak = vm
             .run(|| {
-                let root = self_pid();
-                // A chain, so the root keeps no table of a million pids: each process holds
-                // the pid of the one spawned before it and passes the release on.
-                let mut previous: Option<Pid> = None;
-                for _ in 0..PARKED {
-                    let next = previous;
-                    previous = Some(spawn(move || {
-                        let Go = receive::<Go>();
-                        match next {
-                            Some(next) => send(next, Go),
-                            None => send(root, AllReleased),
-                        }
-                    }));
-                }
-                // Processes start roughly in spawn order: once the last one waits, the others
-                // (a message-free check, so the root's mailbox does not inflate the figure).
-                let last = previous.unwrap();
-                while process::info(last).map(|info| info.status) != Some(Status::Waiting) {
-                    process::sleep(Duration::from_millis(1));
-                }
+                let last = parked_chain(PARKED);
                 process::sleep(Duration::from_millis(50));
                 let peak = rss_bytes();
                 assert_eq!(process::list().len(), PARKED + 1);
-                send(previous.unwrap(), Go);
-                let AllReleased = receive::<AllReleased>();
+                send(last, Go);
+                let Go = receive::<Go>();
                 peak
             })
             .expect("the root process failed");

@@ -6,8 +6,8 @@ mod heavy_common;
 
 use std::time::{Duration, Instant};
 
-use heavy_common::{guarded, mib, rss_bytes};
-use starling::{process, receive, self_pid, send, spawn, Pid, Status, Vm};
+use heavy_common::{guarded, mib, parked_chain, rss_bytes, Go};
+use starling::{receive, send, Vm};
 
 /// Processes parked at once in the burst: ~100 MiB of control blocks, saved frames and stack
 /// pages at the peak (about a kilobyte each, `memory.rs`).
@@ -21,9 +21,6 @@ const SLACK: usize = 16 << 20;
 /// How long the quiet VM gets: the give-back is rate-limited to once a second.
 const WITHIN: Duration = Duration::from_secs(20);
 
-#[derive(Debug)]
-struct Go;
-
 #[test]
 fn a_quiet_vm_gives_memory_back_without_being_woken() {
     guarded("a quiet VM gives memory back", || {
@@ -33,20 +30,7 @@ fn a_quiet_vm_gives_memory_back_without_being_woken() {
         let before = rss_bytes();
         let peak = vm
             .run(|| {
-                let root = self_pid();
-                // A chain, as in `memory.rs`: each process releases the one spawned before it.
-                let mut previous: Option<Pid> = None;
-                for _ in 0..PARKED {
-                    let next = previous;
-                    previous = Some(spawn(move || {
-                        let Go = receive::<Go>();
-                        send(next.unwrap_or(root), Go);
-                    }));
-                }
-                let last = previous.expect("spawned nothing");
-                while process::info(last).map(|info| info.status) != Some(Status::Waiting) {
-                    process::sleep(Duration::from_millis(1));
-                }
+                let last = parked_chain(PARKED);
                 let peak = rss_bytes();
                 send(last, Go);
                 let Go = receive::<Go>();

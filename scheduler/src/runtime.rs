@@ -32,15 +32,10 @@ const TRIM_INTERVAL: Duration = Duration::from_secs(1);
 /// ended (it yields at its next VM call, behind its children; see `WorkerLocal::run_process`).
 ///
 /// 63: crossbeam-deque's first buffer holds 64 entries, so the fresh deque never grows, and
-/// the local queue, which takes the fresh deque's contents at each yield, rarely does. A
-/// spawner that filled the fresh deque with a whole slice's worth (up to 4,000) made both
-/// deques double their buffers up to 32 KiB and shrink them again every slice, each resize
-/// also sealing a 2 KiB bag of deferred frees (crossbeam-epoch). That churn in the workers'
-/// glibc arenas left a resident high-water mark that crept up over ten million spawn/exit
-/// cycles in waves of 100,000 (`tests/memory_cycles.rs`): +7 to +16 % over the first wave's
-/// RSS, against +2.9 to +7.5 % now (eleven runs, most +3 to +5 %). 255 was not enough (+5.2
-/// to +9.6 %, three runs).
-/// It also keeps fewer processes alive at once in a spawn loop.
+/// the local queue, which takes the fresh deque's contents at each yield, rarely does: a spawn
+/// loop no longer makes both deques grow to 32 KiB and shrink again every slice in the
+/// workers' glibc arenas (the crate docs, under "Parking", have the measurements;
+/// 255 was not enough). It also keeps fewer processes alive at once in a spawn loop.
 ///
 /// The price is in W2 (a million processes spawned in one loop, then parked): the spawner
 /// now alternates with its children every 63 spawns instead of every 4,000, and six

@@ -176,6 +176,34 @@ pub fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[rank.clamp(1, sorted.len()) - 1]
 }
 
+/// Releases a [`parked_chain`]: each process passes it on, and the first one spawned passes it
+/// to the chain's spawner.
+#[derive(Debug)]
+pub struct Go;
+
+/// Spawns `count` processes that park in `receive` until they get [`Go`], chained so that the
+/// caller keeps no table of pids: each holds the pid of the one spawned before it and passes
+/// `Go` on to it (the first, to the caller). Returns the last one, once it waits; processes
+/// start roughly in spawn order, so by then the others wait too (a message-free check, so no
+/// mailbox inflates a memory figure taken then). Send it `Go` to release them all; the caller
+/// then receives `Go`. Must be called inside a process.
+pub fn parked_chain(count: usize) -> Pid {
+    let root = self_pid();
+    let mut previous: Option<Pid> = None;
+    for _ in 0..count {
+        let next = previous;
+        previous = Some(spawn(move || {
+            let Go = receive::<Go>();
+            send(next.unwrap_or(root), Go);
+        }));
+    }
+    let last = previous.expect("parked_chain: count must be at least 1");
+    while process::info(last).map(|info| info.status) != Some(starling::Status::Waiting) {
+        process::sleep(Duration::from_millis(1));
+    }
+    last
+}
+
 // Spawn/exit waves for the memory tests (`memory.rs`, `memory_cycles.rs`).
 
 pub const WAVE: u64 = 100_000;
