@@ -241,18 +241,9 @@ impl Body {
 /// The part of a fiber that one thread at a time owns: the worker running it, or the holder of
 /// its home slot while it is suspended (see the slot invariants), or the worker that popped it
 /// before its first run.
+#[repr(C)] // the order below keeps `budget` far from the wakers' fields; see `Fiber`
 struct Core {
-    /// The body, until the coroutine is created at the first run.
-    body: Body,
-    /// The coroutine's yielder; lives at a fixed place near the slot's base.
-    yielder: *const FiberYielder,
-    /// Stack pointer recorded by `suspend` at the last suspension.
-    suspend_stack_pointer: Cell<usize>,
-    /// Live frames copied out of the slot at the last eviction.
-    saved: SavedFrames,
-    /// Address in the slot where `saved[0]` belongs; 0 when the frames are in the slot.
-    saved_low: usize,
-    /// Reductions left in the current slice.
+    /// Reductions left in the current slice. First: the field every VM call writes.
     budget: i32,
     /// Set by the overflow trampoline (`overflow.rs`; Release, paired with the Acquire in
     /// `Fiber::overflowed`) on the thread running the fiber when the coroutine hit its guard
@@ -260,29 +251,44 @@ struct Core {
     /// it through a raw address. Here rather than in `Fiber` because it fits in `budget`'s
     /// padding (the control block is most of what a parked process costs).
     overflowed: AtomicBool,
+    /// The coroutine's yielder; lives at a fixed place near the slot's base.
+    yielder: *const FiberYielder,
+    /// Stack pointer recorded by `suspend` at the last suspension.
+    suspend_stack_pointer: Cell<usize>,
+    /// Address in the slot where `saved[0]` belongs; 0 when the frames are in the slot.
+    saved_low: usize,
     /// Base (highest address) of the home slot's stack; 0 before the first run.
     stack_base: usize,
+    /// Live frames copied out of the slot at the last eviction.
+    saved: SavedFrames,
+    /// The body, until the coroutine is created at the first run. Last: touched once per
+    /// resume, so it may share a cache line with the wakers' fields that follow the core.
+    body: Body,
 }
 
 /// A green thread.
 ///
 /// Owned by the VM's process (`Schedulable::fiber`); the scheduler only ever touches it through
 /// a [`crate::Handle`] of its process.
+#[repr(C)]
 pub struct Fiber {
-    state: State,
-    /// Home slot index, `NO_SLOT` until the first run. Written once by the worker of the first
-    /// run; read by later workers, ordered by the run-queue handoff (Relaxed suffices).
-    home: AtomicU32,
-    /// Counts timed waits, so a stale timer of an earlier wait does not wake a later one.
-    /// Any thread, atomically.
-    wait_generation: AtomicU32,
+    core: UnsafeCell<Core>,
     /// Total reductions spent. Written by the owner, read by introspection; Relaxed.
     reductions: AtomicU64,
     /// Bytes of stack this fiber holds: its saved buffer while evicted, its live frames while
     /// resident (as of its last suspension). Relaxed; introspection only. 32 bits: a slot is
     /// far smaller than 4 GiB.
     stack_bytes: AtomicU32,
-    core: UnsafeCell<Core>,
+    /// Counts timed waits, so a stale timer of an earlier wait does not wake a later one.
+    /// Any thread, atomically.
+    wait_generation: AtomicU32,
+    /// Home slot index, `NO_SLOT` until the first run. Written once by the worker of the first
+    /// run; read by later workers, ordered by the run-queue handoff (Relaxed suffices).
+    home: AtomicU32,
+    /// Last: the word every waker writes. The VM puts its mailbox's senders' fields right after
+    /// the fiber, so that the fields other threads write share cache lines with each other
+    /// rather than with `budget`, which the running process writes at every VM call.
+    state: State,
 }
 
 // SAFETY: `core` is only touched by the one thread that owns it at a time (see `Core`), with the

@@ -28,18 +28,19 @@ pub(crate) type ExitHook = Box<dyn FnOnce(&ExitReason) + Send>;
 pub(crate) struct ExitUnwind;
 
 /// One process.
+#[repr(C)]
 pub(crate) struct Process {
-    pub(crate) pid: Pid,
-    pub(crate) vm: Arc<VmShared>,
     fiber: Fiber,
     pub(crate) mailbox: Mailbox,
+    pub(crate) pid: Pid,
+    pub(crate) vm: Arc<VmShared>,
     pub(crate) locals: Locals,
+    /// Kill reason, exit hook, links, monitors, trap_exit, name; see `signal.rs`.
+    signals: Mutex<SignalState>,
     /// The signal state's `kill` is set. Release on set, Acquire on the check.
     killed: AtomicBool,
     /// The process is ending (status `Exiting`). Relaxed: introspection only.
     exiting: AtomicBool,
-    /// Kill reason, exit hook, links, monitors, trap_exit, name; see `signal.rs`.
-    signals: Mutex<SignalState>,
 }
 
 impl Schedulable for Process {

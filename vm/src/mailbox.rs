@@ -55,11 +55,14 @@ struct Seen(RefCell<VecDeque<Message>>);
 unsafe impl Sync for Seen {}
 
 /// One process's mailbox.
+#[repr(C)] // senders' fields first, right after the fiber's `state` (see `Process`)
 pub(crate) struct Mailbox {
     /// Senders append here. Under this mutex.
     incoming: Mutex<VecDeque<Message>>,
-    /// The receiver's private queue.
-    seen: Seen,
+    /// Heap bytes of the queued messages that are boxed (small messages travel inline in their
+    /// envelope and are counted as envelopes). Relaxed, like `pushed`; untouched by small
+    /// messages, so the common path pays no extra atomic operation.
+    heap_bytes: AtomicUsize,
     /// Messages ever pushed, modulo 2^32 (a mailbox never holds 2^31 messages, so the
     /// wrapping difference with `taken` is exact). Written only under `incoming`'s lock (a plain
     /// load and store, no read-modify-write), read by anyone; Relaxed, like `taken`.
@@ -69,10 +72,8 @@ pub(crate) struct Mailbox {
     /// returned, and without an atomic read-modify-write on either side.
     /// Modulo 2^32, like `pushed`.
     taken: AtomicU32,
-    /// Heap bytes of the queued messages that are boxed (small messages travel inline in their
-    /// envelope and are counted as envelopes). Relaxed, like `pushed`; untouched by small
-    /// messages, so the common path pays no extra atomic operation.
-    heap_bytes: AtomicUsize,
+    /// The receiver's private queue.
+    seen: Seen,
 }
 
 /// Queue capacity (in messages) a mailbox keeps once a burst has drained; beyond it the memory
