@@ -317,10 +317,12 @@ pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
 mod tests {
     /// The control block is most of what a parked process costs (with its saved stack); keep it
     /// from growing by accident. Raise the bound only with a measurement of W2's bytes/process.
-    /// 296: with the `Handle`'s count, 304 bytes, a 320-byte block in the block store (its
-    /// classes are multiples of 32 bytes; 312 would still fit).
+    /// 328: with the `Handle`'s count, 336 bytes, a 352-byte block in the block store (its
+    /// classes are multiples of 32 bytes; 344 would still fit). It was 296 until the mailbox
+    /// kept its oldest message inline (32 bytes): W2 went from 848 to 880 bytes per process,
+    /// and no longer mallocs and frees a queue buffer for each of its million releases.
     #[test]
     fn control_block_stays_small() {
-        assert!(std::mem::size_of::<super::Process>() <= 296);
+        assert!(std::mem::size_of::<super::Process>() <= 328);
     }
 }

@@ -10,7 +10,12 @@
 //! Like the BEAM's signal queue (`erl_proc_sig_queue.h`: an outer queue under the process lock,
 //! middle and inner queues private to the receiver), a mailbox has:
 //!
-//! - `incoming`: appended to by senders under a mutex (a short critical section: one push);
+//! - `incoming`: appended to by senders under a mutex (a short critical section: one push). Its
+//!   oldest message sits inline in the control block, so a process that gets one message at a
+//!   time (a request, a reply, a release) never allocates a queue buffer: W2's million
+//!   released processes each malloc'ed one from the root's thread arena and freed it on
+//!   whichever worker ran them, and the arena lock that cross-thread free takes was 64 % of
+//!   W2's 196,000 futex calls;
 //! - `seen`: private to the receiving process; `receive` moves everything from `incoming` to the
 //!   end of `seen` in one locked swap and scans `seen` from where the previous scan of the same
 //!   `receive` call stopped, so waiting for a match behind N unmatched messages rescans nothing.
@@ -58,7 +63,7 @@ unsafe impl Sync for Seen {}
 #[repr(C)] // senders' fields first, right after the fiber's `state` (see `Process`)
 pub(crate) struct Mailbox {
     /// Senders append here. Under this mutex.
-    incoming: Mutex<VecDeque<Message>>,
+    incoming: Mutex<Incoming>,
     /// Heap bytes of the queued messages that are boxed (small messages travel inline in their
     /// envelope and are counted as envelopes). Relaxed, like `pushed`; untouched by small
     /// messages, so the common path pays no extra atomic operation.
@@ -76,6 +81,43 @@ pub(crate) struct Mailbox {
     seen: Seen,
 }
 
+/// The senders' queue: its oldest message inline, the others in a `VecDeque`.
+///
+/// Invariant: `rest` is empty while `first` is `None`.
+struct Incoming {
+    first: Option<Message>,
+    rest: VecDeque<Message>,
+}
+
+impl Incoming {
+    fn push(&mut self, message: Message) {
+        if self.first.is_none() {
+            self.first = Some(message);
+        } else {
+            self.rest.push_back(message);
+        }
+    }
+
+    /// Moves every message, in order, to the end of `seen`. Into an empty `seen` the batch
+    /// moves without copying a message: the two buffers are swapped, and the emptied `rest`
+    /// keeps the old private queue's capacity for the senders (at most `KEEP_CAPACITY`).
+    fn move_into(&mut self, seen: &mut VecDeque<Message>) {
+        let Some(first) = self.first.take() else {
+            return;
+        };
+        if seen.is_empty() && !self.rest.is_empty() {
+            std::mem::swap(seen, &mut self.rest);
+            seen.push_front(first);
+            if self.rest.capacity() > KEEP_CAPACITY {
+                self.rest.shrink_to(KEEP_CAPACITY);
+            }
+        } else {
+            seen.push_back(first);
+            seen.extend(self.rest.drain(..));
+        }
+    }
+}
+
 /// Queue capacity (in messages) a mailbox keeps once a burst has drained; beyond it the memory
 /// goes back. Guessed: 64 × 32-byte envelopes = 2 KiB, far above a steady request/response
 /// process's needs, far below what a 100 K-message burst leaves behind (3 MiB per queue).
@@ -88,7 +130,10 @@ const REENTRANT: &str =
 impl Mailbox {
     pub(crate) fn new() -> Mailbox {
         Mailbox {
-            incoming: Mutex::new(VecDeque::new()),
+            incoming: Mutex::new(Incoming {
+                first: None,
+                rest: VecDeque::new(),
+            }),
             seen: Seen(RefCell::new(VecDeque::new())),
             pushed: AtomicU32::new(0),
             taken: AtomicU32::new(0),
@@ -101,7 +146,7 @@ impl Mailbox {
         let heap_bytes = message.heap_bytes();
         {
             let mut incoming = self.incoming.lock().unwrap_or_else(|e| e.into_inner());
-            incoming.push_back(message);
+            incoming.push(message);
             // Relaxed: the lock serializes the writers; readers only need a recent value.
             let pushed = self.pushed.load(Ordering::Relaxed);
             self.pushed.store(pushed.wrapping_add(1), Ordering::Relaxed);
@@ -151,18 +196,25 @@ impl Mailbox {
         if self.len() == seen.len() {
             return None;
         }
-        {
+        let lone = {
             let mut incoming = self.incoming.lock().unwrap_or_else(|e| e.into_inner());
-            if seen.is_empty() {
-                // Take the whole batch without moving a message; the emptied queue keeps the
-                // old private queue's capacity for the senders (at most `KEEP_CAPACITY`).
-                std::mem::swap(&mut *seen, &mut *incoming);
-                if incoming.capacity() > KEEP_CAPACITY {
-                    incoming.shrink_to(KEEP_CAPACITY);
-                }
+            if seen.is_empty() && incoming.rest.is_empty() {
+                incoming.first.take()
             } else {
-                seen.extend(incoming.drain(..));
+                incoming.move_into(&mut seen);
+                None
             }
+        };
+        if let Some(message) = lone {
+            // The only message, matched where it is: no queue buffer is allocated for it
+            // unless it must wait in `seen` for a later receive.
+            if let Some(answer) = matcher(message.as_any()) {
+                self.account_removed(1, message.heap_bytes());
+                return Some((answer, message));
+            }
+            seen.push_back(message);
+            *scanned = seen.len();
+            return None;
         }
         let found = Self::scan(&mut seen, scanned, matcher)?;
         self.account_removed(1, found.1.heap_bytes());
@@ -201,7 +253,7 @@ impl Mailbox {
         let mut seen = self.seen.0.try_borrow_mut().expect(REENTRANT);
         {
             let mut incoming = self.incoming.lock().unwrap_or_else(|e| e.into_inner());
-            seen.extend(incoming.drain(..));
+            incoming.move_into(&mut seen);
         }
         let mut removed = 0;
         let mut removed_bytes = 0;
@@ -230,8 +282,10 @@ impl Mailbox {
 
     /// Owner only (or the last owner of a dead process): drops every message.
     pub(crate) fn clear(&self) {
-        let incoming =
-            std::mem::take(&mut *self.incoming.lock().unwrap_or_else(|e| e.into_inner()));
+        let incoming = {
+            let mut incoming = self.incoming.lock().unwrap_or_else(|e| e.into_inner());
+            (incoming.first.take(), std::mem::take(&mut incoming.rest))
+        };
         let seen = std::mem::take(&mut *self.seen.0.try_borrow_mut().expect(REENTRANT));
         // Relaxed: see the fields; the owner is the only writer of `taken`.
         self.taken
