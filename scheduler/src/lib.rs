@@ -56,10 +56,11 @@
 //! A worker that runs out of work first searches for up to 25 µs (at most half the workers at
 //! once; while one searches, submitters wake nobody), then re-checks every queue after
 //! registering as a sleeper and sleeps on its parker until woken or until its next timer is
-//! due: an idle runtime uses no CPU. At most once a second, a worker about to sleep gives
-//! memory back (a worker that ran processes since its last pass sleeps only until the next one
-//! is allowed, so a VM that goes quiet shrinks within about a second without being woken;
-//! `tests/memory_idle.rs`):
+//! due: an idle runtime uses no CPU. At most once a second, a worker that has been idle for
+//! 50 ms gives memory back (not sooner: a worker that runs dry in the middle of a busy run
+//! would return pages the next processes fault back in; a worker that ran processes since its
+//! last pass sleeps only until the next one is allowed, so a VM that goes quiet shrinks within
+//! about a second without being woken; `tests/memory_idle.rs`):
 //! dead stack pages below parked processes' frames and in unused slots (`madvise`), the
 //! finished processes the workers kept for reuse (`Config::recycle`: a worker that held the last
 //! reference to a finished process keeps it, up to a bound, so the next spawn on it reuses the

@@ -58,6 +58,9 @@ pub(crate) struct WorkerLocal<P> {
     /// Whether this worker has run a process since it last gave memory back and found nothing
     /// left to give. While set, its sleep ends in time for the next give-back (see `sleep`).
     owes_give_back: Cell<bool>,
+    /// When this worker last went idle (ran out of processes); `None` while it runs them.
+    /// A give-back pass waits until the worker has been idle for [`QUIET_BEFORE_GIVE_BACK`].
+    idle_since: Cell<Option<Instant>>,
     /// State of the randomized test mode's generator (xorshift64); 0 when the mode is off.
     random: Cell<u64>,
 }
@@ -71,6 +74,15 @@ const SPIN_FOR_WORK: std::time::Duration = std::time::Duration::from_micros(25);
 /// `spin_loop` hints between two looks at the queues while searching. Guessed: a PAUSE costs
 /// tens of cycles on current x86, so this is roughly half a microsecond.
 const SPIN_PAUSES: usize = 64;
+
+/// How long a worker must have been idle before it gives memory back. A worker that runs out
+/// of work in the middle of a busy run (the other worker has the processes, or a burst of
+/// wake-ups is on its way) would otherwise make a pass there: in W2 (a million processes
+/// released) passes then took 8 % of the release phase, and their `madvise`s interrupted the
+/// other core for TLB shoot-downs (3.5 %), only to return pages the next processes fault back
+/// in. Guessed: far longer than the gaps inside a busy run, far shorter than the second a VM
+/// that went quiet takes to shrink.
+const QUIET_BEFORE_GIVE_BACK: std::time::Duration = std::time::Duration::from_millis(50);
 
 /// Most free slots a worker keeps to itself; the rest go back to the shared list. Guessed.
 const FREE_SLOT_CACHE: usize = 64;
@@ -92,6 +104,7 @@ impl<P: Schedulable> WorkerLocal<P> {
             tick: Cell::new(0),
             searching: Cell::new(false),
             owes_give_back: Cell::new(false),
+            idle_since: Cell::new(None),
             random: Cell::new(shared.randomize.map_or(0, |seed| {
                 (seed ^ (index as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15)) | 1
             })),
@@ -352,6 +365,7 @@ impl<P: Schedulable> WorkerLocal<P> {
         self.shared.slots.make_resident(slot, &process);
         self.shared.slots.mark_used(slot);
         self.owes_give_back.set(true);
+        self.idle_since.set(None);
         let shared_self = &self.shared.workers[self.index];
         // Relaxed: the watchdog only samples these (see `watchdog.rs`).
         shared_self.label.store(process.label(), Ordering::Relaxed);
@@ -508,19 +522,28 @@ impl<P: Schedulable> WorkerLocal<P> {
     /// Parks the worker until work arrives or its next timer is due (idle protocol, `idle.rs`).
     ///
     /// A worker that has run processes since it last gave memory back also wakes when the next
-    /// give-back is allowed (they are rate-limited, `Shared::give_memory_back`), and again
-    /// while one leaves work over: the memory of the last processes before the VM went quiet
-    /// goes back without anything else waking the VM. Once a give-back leaves nothing, the
-    /// worker sleeps until work arrives, so an idle VM uses no CPU.
+    /// give-back is allowed: once it has been idle for [`QUIET_BEFORE_GIVE_BACK`], and no sooner
+    /// than the rate limit allows (`Shared::give_memory_back`), and again while a pass leaves
+    /// work over: the memory of the last processes before the VM went quiet goes back without
+    /// anything else waking the VM. Once a give-back leaves nothing, the worker sleeps until
+    /// work arrives, so an idle VM uses no CPU.
     fn sleep(&self) {
         let shared = &self.shared;
-        let next_give_back = match shared.give_memory_back(&self.queue) {
-            GiveBack::Done => {
-                self.owes_give_back.set(false);
-                None
+        let now = Instant::now();
+        let idle_since = self.idle_since.get().unwrap_or(now);
+        self.idle_since.set(Some(idle_since));
+        let quiet_at = idle_since + QUIET_BEFORE_GIVE_BACK;
+        let next_give_back = if now < quiet_at {
+            self.owes_give_back.get().then_some(quiet_at)
+        } else {
+            match shared.give_memory_back(&self.queue) {
+                GiveBack::Done => {
+                    self.owes_give_back.set(false);
+                    None
+                }
+                GiveBack::Continue(at) => Some(at),
+                GiveBack::NotBefore(at) => self.owes_give_back.get().then_some(at),
             }
-            GiveBack::Continue(at) => Some(at),
-            GiveBack::NotBefore(at) => self.owes_give_back.get().then_some(at),
         };
         shared
             .idle
