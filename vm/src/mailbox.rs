@@ -295,3 +295,91 @@ impl Mailbox {
         drop(seen);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Takes the first `u32` the mailbox holds that `accept` accepts.
+    fn take(mailbox: &Mailbox, accept: impl Fn(u32) -> bool) -> Option<u32> {
+        let mut scanned = 0;
+        let mut matcher = |message: &(dyn Any + Send)| {
+            message
+                .downcast_ref::<u32>()
+                .copied()
+                .filter(|&value| accept(value))
+        };
+        mailbox
+            .take_first(&mut scanned, &mut matcher)
+            .map(|(value, _)| value)
+    }
+
+    fn capacities(mailbox: &Mailbox) -> (usize, usize) {
+        let incoming = mailbox.incoming.lock().unwrap().rest.capacity();
+        (incoming, mailbox.seen.0.borrow().capacity())
+    }
+
+    #[test]
+    fn a_lone_message_is_received_without_a_queue_buffer() {
+        let mailbox = Mailbox::new();
+        for value in 0..3 {
+            mailbox.push(Envelope::new(value));
+            assert_eq!(take(&mailbox, |_| true), Some(value));
+        }
+        assert_eq!(capacities(&mailbox), (0, 0));
+        assert_eq!(mailbox.len(), 0);
+    }
+
+    #[test]
+    fn a_lone_message_that_does_not_match_waits_in_order() {
+        let mailbox = Mailbox::new();
+        mailbox.push(Envelope::new(1u32));
+        assert_eq!(take(&mailbox, |value| value == 2), None);
+        mailbox.push(Envelope::new(2u32));
+        mailbox.push(Envelope::new(3u32));
+        assert_eq!(take(&mailbox, |value| value == 2), Some(2));
+        assert_eq!(mailbox.len(), 2);
+        assert_eq!(take(&mailbox, |_| true), Some(1));
+        assert_eq!(take(&mailbox, |_| true), Some(3));
+        assert_eq!(mailbox.len(), 0);
+    }
+
+    #[test]
+    fn batches_keep_arrival_order_whatever_the_queues_capacities() {
+        let mailbox = Mailbox::new();
+        let mut next = 0u32;
+        let mut expected = 0u32;
+        // Batches of every size from 1 to 20 (filling `rest` exactly to its capacity among
+        // them), each taken half before the next batch arrives.
+        for batch in 1..=20u32 {
+            for _ in 0..batch {
+                mailbox.push(Envelope::new(next));
+                next += 1;
+            }
+            for _ in 0..batch.div_ceil(2) {
+                assert_eq!(take(&mailbox, |_| true), Some(expected));
+                expected += 1;
+            }
+        }
+        while expected < next {
+            assert_eq!(take(&mailbox, |_| true), Some(expected));
+            expected += 1;
+        }
+        assert_eq!(take(&mailbox, |_| true), None);
+        assert_eq!(mailbox.len(), 0);
+    }
+
+    #[test]
+    fn remove_all_and_clear_see_the_inline_message() {
+        let mailbox = Mailbox::new();
+        mailbox.push(Envelope::new(1u32));
+        mailbox.push(Envelope::new(2u32));
+        mailbox.remove_all(|message| message.as_any().downcast_ref::<u32>() == Some(&1));
+        assert_eq!(mailbox.len(), 1);
+        assert_eq!(take(&mailbox, |_| true), Some(2));
+        mailbox.push(Envelope::new(3u32));
+        mailbox.clear();
+        assert_eq!(mailbox.len(), 0);
+        assert_eq!(take(&mailbox, |_| true), None);
+    }
+}
