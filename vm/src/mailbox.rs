@@ -118,6 +118,35 @@ impl Incoming {
     }
 }
 
+/// A message taken out of the queues while a matcher looks at it; if the matcher unwinds, the
+/// drop puts the message at the end of `seen` (where the caller would have put it).
+struct Pending<'a> {
+    seen: &'a mut VecDeque<Message>,
+    message: Option<Message>,
+}
+
+impl Pending<'_> {
+    fn message(&self) -> &Message {
+        self.message
+            .as_ref()
+            .expect("a pending message is taken once")
+    }
+
+    fn take(&mut self) -> Message {
+        self.message
+            .take()
+            .expect("a pending message is taken once")
+    }
+}
+
+impl Drop for Pending<'_> {
+    fn drop(&mut self) {
+        if let Some(message) = self.message.take() {
+            self.seen.push_back(message);
+        }
+    }
+}
+
 /// Queue capacity (in messages) a mailbox keeps once a burst has drained; beyond it the memory
 /// goes back. Guessed: 64 × 32-byte envelopes = 2 KiB, far above a steady request/response
 /// process's needs, far below what a 100 K-message burst leaves behind (3 MiB per queue).
@@ -207,8 +236,16 @@ impl Mailbox {
         };
         if let Some(message) = lone {
             // The only message, matched where it is: no queue buffer is allocated for it
-            // unless it must wait in `seen` for a later receive.
-            if let Some(answer) = matcher(message.as_any()) {
+            // unless it must wait in `seen` for a later receive. Should the matcher panic (and
+            // the process catch it), the message still goes to `seen`: nothing is lost.
+            let mut pending = Pending {
+                seen: &mut seen,
+                message: Some(message),
+            };
+            let answer = matcher(pending.message().as_any());
+            let message = pending.take();
+            drop(pending);
+            if let Some(answer) = answer {
                 self.account_removed(1, message.heap_bytes());
                 return Some((answer, message));
             }
@@ -366,6 +403,19 @@ mod tests {
             expected += 1;
         }
         assert_eq!(take(&mailbox, |_| true), None);
+        assert_eq!(mailbox.len(), 0);
+    }
+
+    #[test]
+    fn a_matcher_that_panics_on_a_lone_message_loses_nothing() {
+        let mailbox = Mailbox::new();
+        mailbox.push(Envelope::new(1u32));
+        let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            take(&mailbox, |_| panic!("a guard that panics"))
+        }));
+        assert!(caught.is_err());
+        assert_eq!(mailbox.len(), 1);
+        assert_eq!(take(&mailbox, |_| true), Some(1));
         assert_eq!(mailbox.len(), 0);
     }
 
