@@ -610,3 +610,23 @@ impl Drop for Fiber {
 fn saturating_u32(bytes: usize) -> u32 {
     u32::try_from(bytes).unwrap_or(u32::MAX)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The layout rule in `Fiber`'s docs: the budget (written at every VM call by the running
+    /// process) and the state word (written by wakers) never share a cache line, whatever the
+    /// block's alignment; and the state word is the fiber's last field, so the VM's mailbox
+    /// fields follow it.
+    #[test]
+    fn the_budget_is_a_cache_line_away_from_the_wakers_word() {
+        let budget = std::mem::offset_of!(Fiber, core) + std::mem::offset_of!(Core, budget);
+        let state = std::mem::offset_of!(Fiber, state);
+        assert!(state >= budget + 64, "budget at {budget}, state at {state}");
+        assert_eq!(
+            state + std::mem::size_of::<State>(),
+            std::mem::size_of::<Fiber>()
+        );
+    }
+}

@@ -332,6 +332,17 @@ mod tests {
     /// classes are multiples of 32 bytes; 344 would still fit). It was 296 until the mailbox
     /// kept its oldest message inline (32 bytes): W2 went from 848 to 880 bytes per process,
     /// and no longer mallocs and frees a queue buffer for each of its million releases.
+    /// The layout rule in the module docs: the mailbox (its senders' fields first) follows the
+    /// fiber (its wakers' word last).
+    #[test]
+    fn the_mailbox_follows_the_fiber() {
+        use std::mem::{offset_of, size_of};
+        assert_eq!(
+            offset_of!(super::Process, mailbox),
+            offset_of!(super::Process, fiber) + size_of::<starling_scheduler::Fiber>()
+        );
+    }
+
     #[test]
     fn control_block_stays_small() {
         assert!(std::mem::size_of::<super::Process>() <= 328);

@@ -356,6 +356,14 @@ mod tests {
         (incoming, mailbox.seen.0.borrow().capacity())
     }
 
+    /// The layout rule in `control_block.rs`: the senders' fields open the mailbox, right
+    /// after the fiber's wakers' word.
+    #[test]
+    fn the_senders_fields_come_first() {
+        assert_eq!(std::mem::offset_of!(Mailbox, incoming), 0);
+        assert!(std::mem::offset_of!(Mailbox, pushed) < std::mem::offset_of!(Mailbox, seen));
+    }
+
     #[test]
     fn a_lone_message_is_received_without_a_queue_buffer() {
         let mailbox = Mailbox::new();
