@@ -6,7 +6,7 @@ mod heavy_common;
 
 use std::time::Duration;
 
-use heavy_common::guarded;
+use heavy_common::{guarded, wait_until_no_processes};
 use starling::{process, receive, self_pid, send, spawn, Vm};
 
 /// This OS process's CPU time so far (user + system, all threads), in clock ticks
@@ -67,8 +67,6 @@ fn an_idle_vm_with_blocked_processes_uses_no_cpu() {
         vm.send(receiver, Wake);
         vm.run(move || process::exit(sleeper, starling::ExitReason::Kill))
             .expect("the killer failed");
-        while vm.process_count() != 0 {
-            std::thread::sleep(Duration::from_millis(1));
-        }
+        wait_until_no_processes(&vm);
     });
 }
