@@ -278,7 +278,8 @@ impl Process {
         this.exiting.store(true, Ordering::Relaxed);
         // Process-locals may run arbitrary Drop code; a panic there must not escape the fiber.
         let _ = catch_unwind(AssertUnwindSafe(|| this.locals.drop_all()));
-        this.vm.table.remove(this.pid);
+        let shard = this.vm.table.shard_of(this.vm.runtime.current_worker());
+        this.vm.table.remove(this.pid, shard);
         let hook = signal::propagate_exit(this, &reason);
         if let Some(hook) = hook {
             let _ = catch_unwind(AssertUnwindSafe(|| hook(&reason)));

@@ -38,7 +38,9 @@ pub(crate) fn spawn_in<F>(
 where
     F: FnOnce() + Send + 'static,
 {
-    if !vm.table.reserve() {
+    let worker = vm.runtime.current_worker();
+    let shard = vm.table.shard_of(worker);
+    if !vm.table.reserve(shard) {
         return Err(Error::SystemLimit);
     }
     let entry = move || {
@@ -49,8 +51,6 @@ where
         }));
         finish(outcome);
     };
-    let worker = vm.runtime.current_worker();
-    let shard = vm.table.shard_of(worker);
     // A control block this scheduler kept from a finished process, if any (taken before the
     // table entry's lock: dropping the old contents runs their destructors). Only a block
     // nothing else references can be reused; one always is (a worker keeps a block only when it

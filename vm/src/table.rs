@@ -67,17 +67,25 @@ pub(crate) struct ProcessTable {
     free: Box<[FreeShard]>,
     /// The first never-used index. Any thread, atomically.
     next_fresh: Padded<AtomicU32>,
-    /// Processes in the table (and reserved slots). Any thread, atomically. Padded: every spawn
-    /// and exit on every core writes it, while every send reads the fields around it.
-    count: Padded<AtomicUsize>,
+    /// Room for more processes that no shard holds as credit (see [`FreeShard::credit`]):
+    /// `max` minus the processes in the table (and reserved) minus every shard's credit.
+    /// Any thread, atomically; touched once per [`CREDIT_BATCH`] spawns or exits per shard.
+    available: Padded<AtomicUsize>,
     /// Most processes at once.
     max: usize,
     /// The VM's id, stamped into every pid.
     vm: u32,
 }
 
-/// One shard of free indices, alone on its cache lines (two: the adjacent-line prefetcher pairs
-/// them) so that two schedulers' shards never share one.
+/// Spawns a shard's credit serves between two visits to the shared pool, and half of what it
+/// may hold before it gives back (see [`FreeShard::credit`]). Guessed: 32 makes the shared
+/// counter's cache line move between cores once per 32 spawns or exits instead of at each, and
+/// a VM with a few schedulers strands at most a few hundred slots of `max_processes` as credit
+/// (which [`ProcessTable::reserve`] takes back from the other shards at the limit).
+const CREDIT_BATCH: usize = 32;
+
+/// One shard of free indices and of spawn credit, alone on its cache lines (two: the
+/// adjacent-line prefetcher pairs them) so that two schedulers' shards never share one.
 #[repr(align(128))]
 struct FreeShard {
     indices: Mutex<Vec<u32>>,
@@ -85,6 +93,13 @@ struct FreeShard {
     /// schedulers' empty shards without touching their locks. Relaxed: a stale zero only means a
     /// fresh index is used where a free one existed (the table grows by one entry).
     len: AtomicUsize,
+    /// Room for this many more processes, taken from the table's `available` in batches: a
+    /// spawn on this shard's scheduler spends one, an exit on it earns one. Atomic because a
+    /// spare thread may run a scheduler's queue, and a spawn at the limit takes credit from
+    /// other shards; but each shard's is written almost only by its own scheduler, so the
+    /// common path touches no line another core wrote. (One shared counter was written by every
+    /// spawn and exit on both cores: W1 and skynet moved its line between cores 2 M times.)
+    credit: AtomicUsize,
 }
 
 impl FreeShard {
@@ -92,7 +107,19 @@ impl FreeShard {
         FreeShard {
             indices: Mutex::new(Vec::new()),
             len: AtomicUsize::new(0),
+            credit: AtomicUsize::new(0),
         }
+    }
+
+    /// Spends one unit of credit, if there is any.
+    fn spend(&self) -> bool {
+        // Relaxed: a counter of room; no other memory is published through it (the table entry
+        // is published under its own lock).
+        self.credit
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |credit| {
+                credit.checked_sub(1)
+            })
+            .is_ok()
     }
 
     fn push(&self, index: u32) {
@@ -124,7 +151,7 @@ impl ProcessTable {
             segments: (0..segment_count).map(|_| OnceLock::new()).collect(),
             free: (0..=schedulers).map(|_| FreeShard::new()).collect(),
             next_fresh: Padded(AtomicU32::new(0)),
-            count: Padded(AtomicUsize::new(0)),
+            available: Padded(AtomicUsize::new(max)),
             max,
             vm,
         }
@@ -150,16 +177,46 @@ impl ProcessTable {
         &entries[offset]
     }
 
-    /// Counts one more process. Returns `false` at the limit.
-    pub(crate) fn reserve(&self) -> bool {
-        // Relaxed: a counter; the limit is approximate only under a race of the last slots,
-        // where the fetch_add/fetch_sub pair keeps it exact.
-        let previous = self.count.fetch_add(1, Ordering::Relaxed);
-        if previous >= self.max {
-            self.count.fetch_sub(1, Ordering::Relaxed);
-            return false;
+    /// Counts one more process, spending credit of shard `shard` (the caller's,
+    /// [`shard_of`](Self::shard_of)). Returns `false` at the limit: only when the table holds
+    /// (or has reserved) `max` processes, since at the limit it takes the last units of credit
+    /// from the other shards.
+    pub(crate) fn reserve(&self, shard: usize) -> bool {
+        let own = &self.free[shard];
+        if own.spend() {
+            return true;
         }
-        true
+        // Relaxed (all three): counters of room, as in `spend`.
+        if let Ok(before) =
+            self.available
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |available| {
+                    (available > 0).then(|| available - available.min(CREDIT_BATCH))
+                })
+        {
+            let taken = before.min(CREDIT_BATCH);
+            own.credit.fetch_add(taken - 1, Ordering::Relaxed);
+            return true;
+        }
+        self.free.iter().any(FreeShard::spend)
+    }
+
+    /// One process fewer (it left the table, or its reservation is given up), counted on
+    /// shard `shard`: its credit grows, and beyond two batches one batch goes back to the
+    /// shared pool for the other shards.
+    fn release(&self, shard: usize) {
+        let own = &self.free[shard];
+        // Relaxed (both): counters of room, as in `spend`.
+        let credit = own.credit.fetch_add(1, Ordering::Relaxed) + 1;
+        if credit > 2 * CREDIT_BATCH
+            && own
+                .credit
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |credit| {
+                    credit.checked_sub(CREDIT_BATCH)
+                })
+                .is_ok()
+        {
+            self.available.fetch_add(CREDIT_BATCH, Ordering::Relaxed);
+        }
     }
 
     /// The free-index shard of the calling thread: its scheduler's, given the index of the
@@ -216,9 +273,10 @@ impl ProcessTable {
         state.process.as_ref().map(f)
     }
 
-    /// Removes the process with this pid (it is ending). Its index stays with its control
-    /// block (invariant 4).
-    pub(crate) fn remove(&self, pid: Pid) -> Option<Handle<Process>> {
+    /// Removes the process with this pid (it is ending), counting it on shard `shard` (the
+    /// caller's, [`shard_of`](Self::shard_of)). Its index stays with its control block
+    /// (invariant 4).
+    pub(crate) fn remove(&self, pid: Pid, shard: usize) -> Option<Handle<Process>> {
         let removed = {
             let mut state = self
                 .entry(pid.index)?
@@ -230,7 +288,7 @@ impl ProcessTable {
             state.process.take()
         };
         if removed.is_some() {
-            self.count.fetch_sub(1, Ordering::Relaxed);
+            self.release(shard);
         }
         removed
     }
@@ -255,10 +313,17 @@ impl ProcessTable {
         self.next_fresh.load(Ordering::Relaxed)
     }
 
-    /// Processes in the table.
+    /// Processes in the table (and reserved): exact when no spawn or exit runs meanwhile.
     pub(crate) fn len(&self) -> usize {
         // Relaxed: a statistic.
-        self.count.load(Ordering::Relaxed)
+        let credit: usize = self
+            .free
+            .iter()
+            .map(|shard| shard.credit.load(Ordering::Relaxed))
+            .sum();
+        self.max
+            .saturating_sub(self.available.load(Ordering::Relaxed))
+            .saturating_sub(credit)
     }
 
     /// Every live process, in index order.
@@ -304,6 +369,35 @@ mod tests {
     #[test]
     fn an_entry_stays_small() {
         assert!(std::mem::size_of::<Entry>() <= 32);
+    }
+
+    /// Spawn credit lives in the shards, yet the limit is exact: whichever shard the room was
+    /// freed on, a spawn on any shard finds it, and not one more; the count is exact whenever
+    /// nothing runs meanwhile.
+    #[test]
+    fn the_limit_is_exact_whichever_shard_holds_the_room() {
+        for max in [1, 5, CREDIT_BATCH, 3 * CREDIT_BATCH + 7, 1000] {
+            let table = ProcessTable::new(0, max, 2);
+            let reserved = (0..).take_while(|_| table.reserve(0)).count();
+            assert_eq!(reserved, max, "max {max}: shard 0 alone");
+            assert_eq!(table.len(), max);
+            // Room freed on shard 1 (more than two batches: some goes back to the shared pool),
+            // spent from shard 2.
+            let freed = max.min(2 * CREDIT_BATCH + 3);
+            for _ in 0..freed {
+                table.release(1);
+            }
+            assert_eq!(table.len(), max - freed);
+            let respawned = (0..).take_while(|_| table.reserve(2)).count();
+            assert_eq!(respawned, freed, "max {max}: room freed on another shard");
+            assert_eq!(table.len(), max);
+            // Everything ends on shard 0; all of it is usable from shard 1.
+            for _ in 0..max {
+                table.release(0);
+            }
+            assert_eq!(table.len(), 0);
+            assert_eq!((0..).take_while(|_| table.reserve(1)).count(), max);
+        }
     }
 
     #[test]
