@@ -116,6 +116,24 @@ pub(crate) fn current_arc(function: &str) -> Handle<Process> {
     }
 }
 
+/// Calls `f` with the calling process as a `Handle`, without counting a reference: the worker
+/// running the process holds one for the whole run, so a borrowed one stays valid while `f`
+/// runs (saves the two atomic operations of [`current_arc`] and its drop on a path every
+/// process takes once, its end).
+///
+/// # Panics
+///
+/// Outside a process, with a message naming `function`.
+pub(crate) fn with_current_handle<R>(function: &str, f: impl FnOnce(&Handle<Process>) -> R) -> R {
+    let process: *const Process = current(function);
+    // SAFETY: as in `current_arc`, the pointer addresses the running process inside a `Handle`
+    // that the worker running it holds until the run returns, which cannot happen while `f`
+    // runs on the process's own stack. `ManuallyDrop` keeps this uncounted handle from
+    // decrementing the count when it goes out of scope (also when `f` unwinds).
+    let borrowed = std::mem::ManuallyDrop::new(unsafe { Handle::from_raw(process) });
+    f(&borrowed)
+}
+
 /// Reductions each VM call costs; see the crate docs' table.
 pub(crate) const CALL_COST: u32 = 1;
 

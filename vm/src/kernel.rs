@@ -5,7 +5,9 @@ use std::sync::Arc;
 
 use starling_scheduler::{Fiber, Handle};
 
-use crate::control_block::{current, current_arc, ExitHook, ExitUnwind, Process, CALL_COST};
+use crate::control_block::{
+    current, current_arc, with_current_handle, ExitHook, ExitUnwind, Process, CALL_COST,
+};
 use crate::envelope::Envelope;
 use crate::error::Error;
 use crate::exit::ExitReason;
@@ -105,8 +107,7 @@ fn reuse(
 /// carry `terminate`'s locals.
 #[inline(never)]
 fn finish(outcome: std::thread::Result<()>) {
-    let process = current_arc("spawn");
-    Process::terminate(&process, outcome);
+    with_current_handle("spawn", |process| Process::terminate(process, outcome));
 }
 
 /// Spawns a process running `f` and returns its pid at once, before the child runs.

@@ -96,8 +96,8 @@ struct Incoming {
 /// and then a plain `VecDeque`'s four words, in each of the two queues, sit unused in every
 /// control block: 48 bytes of a million parked processes' ~880. Boxed, the control block
 /// fits the block store's 288-byte class instead of the 352-byte one. A process that does
-/// queue messages pays one more allocation (the box, once: it stays with the control block,
-/// which a later process reuses) and one more pointer to follow per queue operation.
+/// queue messages pays one more allocation (the box, once in its life: a queue that drains keeps
+/// its box) and one more pointer to follow per queue operation.
 #[derive(Default)]
 #[allow(clippy::box_collection)] // the box is the point: one word instead of four until used
 struct Queue(Option<Box<VecDeque<Message>>>);
