@@ -103,6 +103,41 @@ fn read_process() -> (*const (), Option<TypeId>) {
     })
 }
 
+/// The running process if it is a `P`, else null: one pointer, returned in a register (the
+/// type check happens here, once per process type, instead of in every caller).
+#[inline(never)]
+fn read_process_of<P: 'static>() -> *const () {
+    CONTEXT.with(|cell| {
+        let current = cell.get();
+        if current.process_type == Some(TypeId::of::<P>()) {
+            current.process
+        } else {
+            std::ptr::null()
+        }
+    })
+}
+
+/// The current thread's worker if it works for the runtime at `runtime`, else null.
+#[inline(never)]
+fn read_worker_of(runtime: usize) -> *const () {
+    CONTEXT.with(|cell| {
+        let current = cell.get();
+        if current.runtime == runtime {
+            current.worker
+        } else {
+            std::ptr::null()
+        }
+    })
+}
+
+/// The current thread's worker (type-erased `WorkerLocal`) if it works for the runtime whose
+/// shared state is at `runtime`; null otherwise. Through an opaque call, like every read.
+#[inline]
+pub(crate) fn worker_of(runtime: usize) -> *const () {
+    let read: fn(usize) -> *const () = std::hint::black_box(read_worker_of);
+    read(runtime)
+}
+
 /// Sets the running process and its fiber on this worker thread (nulls when the worker is back
 /// in its loop).
 ///
@@ -128,12 +163,8 @@ pub(crate) fn set_process(process: *const (), fiber: *const Fiber) {
 /// Re-read it after every call that may suspend: the process may have moved to another worker.
 #[inline]
 pub fn current_process<P: 'static>() -> Option<NonNull<P>> {
-    let read: fn() -> (*const (), Option<TypeId>) = std::hint::black_box(read_process);
-    let (process, process_type) = read();
-    if process.is_null() || process_type != Some(TypeId::of::<P>()) {
-        return None;
-    }
-    NonNull::new(process as *mut P)
+    let read: fn() -> *const () = std::hint::black_box(read_process_of::<P>);
+    NonNull::new(read() as *mut P)
 }
 
 /// Returns `true` if the calling code runs inside a process (on a fiber) of any runtime.

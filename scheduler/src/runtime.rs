@@ -497,13 +497,13 @@ impl<P: Schedulable> Shared<P> {
 
     /// The worker of this runtime running on the current thread, if any.
     fn local_worker(&self) -> Option<&WorkerLocal<P>> {
-        let current = context::context();
-        if current.runtime != self as *const Shared<P> as usize || current.worker.is_null() {
+        let worker = context::worker_of(self as *const Shared<P> as usize);
+        if worker.is_null() {
             return None;
         }
         // SAFETY: the context names this runtime, so `worker` is the `WorkerLocal<P>` of the
         // current thread, which lives for the whole worker loop, and we are on that thread.
-        Some(unsafe { &*(current.worker as *const WorkerLocal<P>) })
+        Some(unsafe { &*(worker as *const WorkerLocal<P>) })
     }
 
     /// Wakes `process`: schedules it if it was parked.
@@ -529,9 +529,10 @@ impl<P: Schedulable> Shared<P> {
         }
     }
 
-    /// Schedules a fiber that has never run.
-    fn schedule_new(&self, process: Handle<P>) {
-        match self.local_worker() {
+    /// Schedules a fiber that has never run, from `local` (the calling thread's worker, if it
+    /// is one of this runtime's).
+    fn schedule_new(&self, local: Option<&WorkerLocal<P>>, process: Handle<P>) {
+        match local {
             // Onto the worker's LIFO deque of new processes: the newest runs first, so a process
             // tree unfolds depth-first and its live set stays small (skynet: a few hundred
             // processes alive instead of a third of a million), while idle workers steal the
@@ -980,13 +981,14 @@ impl<P: Schedulable> Runtime<P> {
     /// Schedules a new process. From a worker of this runtime it goes to that worker's fresh deque
     /// (newest first), from anywhere else to the shared injector.
     pub fn spawn(&self, process: Handle<P>) {
-        match self.shared.local_index() {
-            Some(index) => self.shared.workers[index]
+        let local = self.shared.local_worker();
+        match local {
+            Some(worker) => self.shared.workers[worker.index]
                 .spawned
                 .fetch_add(1, Ordering::SeqCst),
             None => self.shared.outside_spawned.fetch_add(1, Ordering::SeqCst),
         };
-        self.shared.schedule_new(process);
+        self.shared.schedule_new(local, process);
     }
 
     /// A finished process that worker `worker` (the caller's, from [`current_worker`]) kept for
