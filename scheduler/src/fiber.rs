@@ -323,6 +323,31 @@ impl Fiber {
         }
     }
 
+    /// Makes this fiber new again, in place, with `body`: as if replaced by `Fiber::new(body)`,
+    /// without building one elsewhere and copying it over (a recycled control block's spawn).
+    pub fn renew<F: FnOnce() + Send + 'static>(&mut self, body: F) {
+        let core = self.core.get_mut();
+        let old = std::mem::replace(&mut core.body, Body::Waiting(Entry::new(body)));
+        if let Body::Started(coroutine) = old {
+            if coroutine.started() && !coroutine.done() {
+                // As in `Drop`: a suspended coroutine can only be unwound while resident.
+                std::mem::forget(coroutine);
+            }
+        }
+        core.saved.release();
+        core.saved_low = 0;
+        core.yielder = std::ptr::null();
+        core.suspend_stack_pointer.set(0);
+        core.budget = REDUCTIONS_PER_SLICE;
+        *core.overflowed.get_mut() = false;
+        core.stack_base = 0;
+        *self.state.0.get_mut() = SCHEDULED;
+        *self.home.get_mut() = NO_SLOT;
+        *self.wait_generation.get_mut() = 0;
+        *self.reductions.get_mut() = 0;
+        *self.stack_bytes.get_mut() = 0;
+    }
+
     /// The fiber's scheduling status (for introspection; may be stale at once).
     pub fn status(&self) -> FiberStatus {
         self.state.status()
@@ -614,6 +639,39 @@ fn saturating_u32(bytes: usize) -> u32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A renewed fiber is a new one: its old body (never started here) is dropped once, the new
+    /// one is kept until the fiber goes, and the scheduling fields start over.
+    #[test]
+    fn a_renewed_fiber_is_new() {
+        use std::sync::atomic::AtomicUsize;
+        use std::sync::Arc;
+        struct Guard(Arc<AtomicUsize>);
+        impl Drop for Guard {
+            fn drop(&mut self) {
+                self.0.fetch_add(1, Ordering::SeqCst);
+            }
+        }
+        let old_drops = Arc::new(AtomicUsize::new(0));
+        let new_drops = Arc::new(AtomicUsize::new(0));
+        let old = Guard(old_drops.clone());
+        let mut fiber = Fiber::new(move || drop(old));
+        fiber.set_home(3);
+        fiber.reductions.store(7, Ordering::Relaxed);
+        fiber.stack_bytes.store(480, Ordering::Relaxed);
+        fiber.state.transition_to_done();
+        let new = Guard(new_drops.clone());
+        fiber.renew(move || drop(new));
+        assert_eq!(old_drops.load(Ordering::SeqCst), 1);
+        assert_eq!(new_drops.load(Ordering::SeqCst), 0);
+        assert_eq!(fiber.status(), Fiber::new(|| ()).status());
+        assert_eq!(fiber.home(), None);
+        assert_eq!(fiber.reductions.load(Ordering::Relaxed), 0);
+        assert_eq!(fiber.stack_bytes(), 0);
+        assert!(matches!(fiber.core.get_mut().body, Body::Waiting(_)));
+        drop(fiber);
+        assert_eq!(new_drops.load(Ordering::SeqCst), 1);
+    }
 
     /// The layout rule in `Fiber`'s docs: the budget (written at every VM call by the running
     /// process) and the state word (written by wakers) never share a cache line, whatever the

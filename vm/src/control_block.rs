@@ -159,11 +159,11 @@ impl Process {
     /// Turns this finished process's husk into process `pid` (of the same VM, at the same table
     /// index), in place: what the old process left (a stale message pushed after it ended, its
     /// finished fiber) is dropped, and every field is as [`Process::new`] makes it.
-    pub(crate) fn reuse(
+    pub(crate) fn reuse<F: FnOnce() + Send + 'static>(
         &mut self,
         pid: Pid,
         vm: &Arc<VmShared>,
-        fiber: Fiber,
+        body: F,
         on_exit: Option<ExitHook>,
     ) {
         // Blocks are kept per runtime, i.e. per VM: the husk's table index is this VM's.
@@ -172,7 +172,7 @@ impl Process {
             "a control block reused in another VM"
         );
         self.pid = pid;
-        self.fiber = fiber;
+        self.fiber.renew(body);
         self.mailbox = Mailbox::new();
         self.locals = Locals::new();
         *self.killed.get_mut() = false;

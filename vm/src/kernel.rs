@@ -61,12 +61,16 @@ where
     let recycled = worker
         .and_then(|worker| vm.runtime.take_recycled(worker))
         .filter(|block| Handle::strong_count(block) == 1);
-    let fiber = Fiber::new(entry);
     // A reused block keeps its table index (table invariant 4).
     let reused_index = recycled.as_ref().map(|block| block.pid.index);
     let process = vm.table.insert(shard, reused_index, |pid| match recycled {
-        Some(block) => reuse(block, pid, vm, fiber, options.on_exit),
-        None => Handle::new(Process::new(pid, vm.clone(), fiber, options.on_exit)),
+        Some(block) => reuse(block, pid, vm, entry, options.on_exit),
+        None => Handle::new(Process::new(
+            pid,
+            vm.clone(),
+            Fiber::new(entry),
+            options.on_exit,
+        )),
     });
     let pid = process.pid;
     if let Some(parent) = options.link {
@@ -89,16 +93,16 @@ where
 /// place: its VM reference is kept, and nothing is built on the stack and copied). The old
 /// contents are a finished process's husk (its mailbox, locals and links were emptied when it
 /// ended).
-fn reuse(
+fn reuse<F: FnOnce() + Send + 'static>(
     mut recycled: Handle<Process>,
     pid: Pid,
     vm: &Arc<VmShared>,
-    fiber: Fiber,
+    body: F,
     on_exit: Option<ExitHook>,
 ) -> Handle<Process> {
     Handle::get_mut(&mut recycled)
         .expect("a recycled control block is referenced only by its taker")
-        .reuse(pid, vm, fiber, on_exit);
+        .reuse(pid, vm, body, on_exit);
     recycled
 }
 
