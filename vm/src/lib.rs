@@ -8,7 +8,7 @@
 //! A *process* is a Rust closure running on its own stackful coroutine. Processes share no
 //! mutable memory through the VM: a message is an owned `Send + 'static` value moved into the
 //! receiver's mailbox. A process ends when its closure returns (reason `Normal`), panics
-//! (`Panic(message)`, with a one-line crash report), or calls [`exit`]; a crash ends only that
+//! (`Panic(message)`, with a one-line crash report), or calls [`exit`](fn@exit); a crash ends only that
 //! process.
 //!
 //! ```
@@ -78,7 +78,7 @@
 //! # Panics and unwinding
 //!
 //! A panic inside a process is caught at the process boundary; it never crosses the coroutine
-//! boundary into the scheduler. [`exit`] and kills unwind the process's stack with a private
+//! boundary into the scheduler. [`exit`](fn@exit) and kills unwind the process's stack with a private
 //! payload, running destructors; catching it with `catch_unwind` only delays the end until the
 //! next VM call.
 

@@ -147,7 +147,7 @@ impl Builder {
         self
     }
 
-    /// Most OS threads of the pool that runs [`blocking`](crate::blocking) work (default 512).
+    /// Most OS threads of the pool that runs [`blocking`](fn@crate::blocking) work (default 512).
     pub fn blocking_threads(mut self, threads: usize) -> Self {
         self.blocking_threads = threads;
         self
