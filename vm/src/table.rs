@@ -94,10 +94,10 @@ struct FreeShard {
     /// fresh index is used where a free one existed (the table grows by one entry).
     len: AtomicUsize,
     /// Room for this many more processes, taken from the table's `available` in batches: a
-    /// spawn on this shard's scheduler spends one, an exit on it earns one. Atomic because a
-    /// spare thread may run a scheduler's queue, and a spawn at the limit takes credit from
-    /// other shards; but each shard's is written almost only by its own scheduler, so the
-    /// common path touches no line another core wrote. (One shared counter was written by every
+    /// spawn on this shard's scheduler spends one, an exit on it earns one. Atomic because the
+    /// last shard is shared (spare workers and threads outside the VM use it), and a spawn at
+    /// the limit takes credit from other shards; but a scheduler's shard is written almost only
+    /// by that scheduler, so the common path touches no line another core wrote. (One shared counter was written by every
     /// spawn and exit on both cores: W1 and skynet moved its line between cores 2 M times.)
     credit: AtomicUsize,
 }
@@ -178,9 +178,11 @@ impl ProcessTable {
     }
 
     /// Counts one more process, spending credit of shard `shard` (the caller's,
-    /// [`shard_of`](Self::shard_of)). Returns `false` at the limit: only when the table holds
-    /// (or has reserved) `max` processes, since at the limit it takes the last units of credit
-    /// from the other shards.
+    /// [`shard_of`](Self::shard_of)). Returns `false` at the limit: when the table holds (or
+    /// has reserved) `max` processes, since at the limit it takes the last units of credit
+    /// from the other shards. (A spawn racing with exits on other schedulers may see the limit
+    /// a moment before their room is back, as with any limit checked while others change it;
+    /// an exit that happened before the spawn is always counted.)
     pub(crate) fn reserve(&self, shard: usize) -> bool {
         let own = &self.free[shard];
         if own.spend() {
