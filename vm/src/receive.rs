@@ -97,6 +97,12 @@ fn take<M: Send + 'static>(message: Message) -> M {
 /// });
 /// assert_eq!(got, Ok((7, "text")));
 /// ```
+// Inlined into the caller, always: a process parked in `receive` keeps every frame between its
+// body and the switch, and this one was a frame of its own around `select`'s result. Inlined,
+// W2's parked processes hold 448 bytes of frames instead of 480, and cost 784 bytes each
+// instead of 816 (`tests/memory.rs`: 801 instead of 832). The same holds for the other
+// receive functions below.
+#[inline(always)]
 pub fn receive<M: Send + 'static>() -> M {
     let (_, message) = select("receive", &mut |m| m.is::<M>().then_some(()), None)
         .expect("a receive without timeout returns a message");
@@ -109,6 +115,7 @@ pub fn receive<M: Send + 'static>() -> M {
 /// # Panics
 ///
 /// Outside a process (naming `receive_timeout`).
+#[inline(always)]
 pub fn receive_timeout<M: Send + 'static>(timeout: Duration) -> Option<M> {
     select(
         "receive_timeout",
@@ -124,6 +131,7 @@ pub fn receive_timeout<M: Send + 'static>(timeout: Duration) -> Option<M> {
 /// # Panics
 ///
 /// Outside a process (naming `receive_match`), or if `predicate` calls a receive function.
+#[inline(always)]
 pub fn receive_match<M: Send + 'static>(mut predicate: impl FnMut(&M) -> bool) -> M {
     let (_, message) = select(
         "receive_match",
@@ -139,6 +147,7 @@ pub fn receive_match<M: Send + 'static>(mut predicate: impl FnMut(&M) -> bool) -
 /// # Panics
 ///
 /// As [`receive_match`] (naming `receive_match_timeout`).
+#[inline(always)]
 pub fn receive_match_timeout<M: Send + 'static>(
     mut predicate: impl FnMut(&M) -> bool,
     timeout: Duration,
