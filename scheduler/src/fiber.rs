@@ -512,20 +512,29 @@ impl Fiber {
         // SAFETY: the running worker owns the core (see `Core`).
         let core = unsafe { &mut *self.core.get() };
         core.budget = slice;
+        // The body of a first run, until the coroutine moves it out at the start of the resume
+        // below (see `Entry::start`): here, in this frame, where it stays put.
+        let mut starting: Option<std::mem::ManuallyDrop<Entry>> = None;
         if let Body::Waiting(_) = core.body {
             let Body::Waiting(entry) = std::mem::replace(&mut core.body, Body::Finished) else {
                 unreachable!()
             };
             core.stack_base = corosensei::stack::Stack::base(&stack).get();
             let yielder_out = std::ptr::addr_of_mut!(core.yielder);
-            // SAFETY: the caller made the slot resident; `yielder_out` points into the fiber,
-            // which owns (and so outlives) the coroutine.
-            core.body = Body::Started(unsafe { entry.start(stack, yielder_out) });
+            let entry = starting.insert(std::mem::ManuallyDrop::new(entry));
+            // SAFETY: the caller made the slot resident; `entry` stays in this frame, unmoved,
+            // until the resume just below has run the coroutine's first step, which takes the
+            // body out; `yielder_out` points into the fiber, which owns (and so outlives) the
+            // coroutine.
+            core.body = Body::Started(unsafe { Entry::start(entry, stack, yielder_out) });
         }
         let Body::Started(coroutine) = &mut core.body else {
             panic!("runtime: resumed a fiber that has finished");
         };
         let result = coroutine.resume(());
+        // The body, if this was the first run, now lives in the coroutine's frames: `starting`
+        // is empty and may go (it is `ManuallyDrop`, so nothing is dropped twice).
+        let _ = starting;
         // SAFETY: the coroutine gave control back; the core is ours again. Re-borrow: the
         // coroutine may have written through its own pointer meanwhile.
         let core = unsafe { &mut *self.core.get() };
