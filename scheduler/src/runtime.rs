@@ -332,10 +332,10 @@ pub(crate) struct WorkerShared<P> {
     /// The worker's thread runs its loop: always for schedulers, while activated for spares.
     /// Relaxed: a hint that lets thieves skip dormant spares, whose queues are empty.
     pub(crate) active: Padded<AtomicBool>,
-    /// How many finished processes this worker keeps for reuse in its own store
-    /// (`WorkerLocal::recycled`), for introspection from other threads. Written only by the
-    /// worker's thread (a plain store of the store's length); Relaxed: a statistic.
-    pub(crate) recycled_len: AtomicUsize,
+    /// Finished processes this worker holds the only reference to, kept for reuse
+    /// (`Config::recycle`). Under this mutex: pushed by the worker's thread, popped by processes
+    /// spawning on it (the same thread, but a spare standing in for a stuck worker may too).
+    pub(crate) recycled: Mutex<Vec<Handle<P>>>,
 }
 
 /// Batches of finished processes (each half a worker's `Config::recycle`) the runtime-wide store
@@ -627,10 +627,13 @@ impl<P: Schedulable> Shared<P> {
         GiveBack::Done
     }
 
-    /// Drops the finished processes the workers handed over to the runtime-wide store. (Each
-    /// worker drops its own store itself: when it has been idle for a while, and when its
-    /// thread ends.)
+    /// Drops the finished processes every worker kept for reuse.
     pub(crate) fn drop_recycled(&self) {
+        for worker in self.workers.iter() {
+            let kept =
+                std::mem::take(&mut *worker.recycled.lock().unwrap_or_else(|e| e.into_inner()));
+            drop(kept);
+        }
         let spilled = std::mem::replace(
             &mut *self
                 .recycled_spill
@@ -641,17 +644,20 @@ impl<P: Schedulable> Shared<P> {
         drop(spilled);
     }
 
-    /// Worker `worker` (the calling thread's) keeps `process`, finished, for reuse
-    /// (`Config::recycle`); the caller holds its only reference. A full store hands half of
-    /// itself to the runtime-wide one, in a vector that one kept from a batch already taken; if
-    /// that store is full too, it frees that half instead.
-    pub(crate) fn keep_recycled(&self, worker: &WorkerLocal<P>, process: Handle<P>) {
-        let mut kept = worker.recycled.borrow_mut();
+    /// Worker `worker` keeps `process`, finished, for reuse (`Config::recycle`); the caller
+    /// holds its only reference. A full store hands half of itself to the runtime-wide one, in a
+    /// vector that one kept from a batch already taken; if that store is full too, it frees that
+    /// half instead.
+    pub(crate) fn keep_recycled(&self, worker: usize, process: Handle<P>) {
+        let mut kept = self.workers[worker]
+            .recycled
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
         if kept.len() < self.recycle {
             kept.push(process);
-            worker.note_recycled_len(kept.len());
             return;
         }
+        // Lock order: a worker's store, then the runtime-wide one (as in `take_recycled`).
         let mut spill = self
             .recycled_spill
             .lock()
@@ -663,9 +669,8 @@ impl<P: Schedulable> Shared<P> {
             drop(spill);
             let doomed = kept.split_off(half);
             kept.push(process);
-            worker.note_recycled_len(kept.len());
             drop(kept);
-            // Out of the borrow and the lock: freeing processes runs their destructors.
+            // Out of both locks: freeing processes runs their destructors.
             drop(doomed);
             return;
         }
@@ -674,36 +679,6 @@ impl<P: Schedulable> Shared<P> {
         spill.full.push(batch);
         drop(spill);
         kept.push(process);
-        worker.note_recycled_len(kept.len());
-    }
-
-    /// One finished process from the runtime-wide store, for `worker`'s store (`None`: the
-    /// caller is not a worker, and takes one block only). The rest of the batch it came in goes
-    /// to `worker`'s store, or back to the runtime-wide one.
-    fn take_spilled(&self, worker: Option<&WorkerLocal<P>>) -> Option<Handle<P>> {
-        let mut spill = self
-            .recycled_spill
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
-        let mut batch = spill.full.pop()?;
-        let taken = batch.pop();
-        match worker {
-            Some(worker) => {
-                let mut kept = worker.recycled.borrow_mut();
-                kept.append(&mut batch);
-                worker.note_recycled_len(kept.len());
-                if spill.empty.len() < RECYCLE_SPILL_BATCHES {
-                    spill.empty.push(batch);
-                }
-            }
-            None if batch.is_empty() => {
-                if spill.empty.len() < RECYCLE_SPILL_BATCHES {
-                    spill.empty.push(batch);
-                }
-            }
-            None => spill.full.push(batch),
-        }
-        taken
     }
 
     /// Returns `true` if the watchdog has flagged any worker (a hint).
@@ -903,7 +878,7 @@ impl<P: Schedulable> Runtime<P> {
                     active: Padded(AtomicBool::new(false)),
                     spawned: AtomicU64::new(0),
                     finished: AtomicU64::new(0),
-                    recycled_len: AtomicUsize::new(0),
+                    recycled: Mutex::new(Vec::new()),
                 })
                 .collect(),
             idle: Idle::new(),
@@ -1022,21 +997,26 @@ impl<P: Schedulable> Runtime<P> {
     ///
     /// [`current_worker`]: Runtime::current_worker
     pub fn take_recycled(&self, worker: usize) -> Option<Handle<P>> {
-        // The calling thread's own store, without a lock; another worker's store is only ever
-        // touched by that worker's thread, so a caller that is not worker `worker` takes from the
-        // runtime-wide store alone.
-        let local = self
-            .shared
-            .local_worker()
-            .filter(|local| local.index == worker);
-        if let Some(local) = local {
-            let mut kept = local.recycled.borrow_mut();
-            if let Some(process) = kept.pop() {
-                local.note_recycled_len(kept.len());
-                return Some(process);
-            }
+        let mut kept = self.shared.workers[worker]
+            .recycled
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if let Some(process) = kept.pop() {
+            return Some(process);
         }
-        self.shared.take_spilled(local)
+        // Lock order: a worker's store, then the runtime-wide one (as in `keep_recycled`).
+        let mut spill = self
+            .shared
+            .recycled_spill
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let mut batch = spill.full.pop()?;
+        kept.append(&mut batch);
+        if spill.empty.len() < RECYCLE_SPILL_BATCHES {
+            spill.empty.push(batch);
+        }
+        drop(spill);
+        kept.pop()
     }
 
     /// Finished processes the workers keep for reuse right now (introspection).
@@ -1044,8 +1024,13 @@ impl<P: Schedulable> Runtime<P> {
         self.shared
             .workers
             .iter()
-            // Relaxed: a statistic (see the field).
-            .map(|worker| worker.recycled_len.load(Ordering::Relaxed))
+            .map(|worker| {
+                worker
+                    .recycled
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .len()
+            })
             .sum::<usize>()
             + self
                 .shared

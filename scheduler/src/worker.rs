@@ -51,12 +51,6 @@ pub(crate) struct WorkerLocal<P> {
     next_slice: Cell<i32>,
     /// Free stack slots this worker hands out first (see `SlotPool::claim_home`).
     pub(crate) free_slots: RefCell<Vec<u32>>,
-    /// Finished processes this worker holds the only reference to, kept for reuse
-    /// (`Config::recycle`): pushed when they end here, popped by processes spawning here. Only
-    /// this worker's thread touches it (the loop, and processes it runs, through the context),
-    /// so it needs no lock; dropped when the worker has been idle for a while
-    /// ([`QUIET_BEFORE_GIVE_BACK`]) and with the worker.
-    pub(crate) recycled: RefCell<Vec<Handle<P>>>,
     /// Loop iterations so far.
     tick: Cell<u64>,
     /// Whether this worker counts as searching in `Idle`.
@@ -107,7 +101,6 @@ impl<P: Schedulable> WorkerLocal<P> {
             slice_left: Cell::new(0),
             next_slice: Cell::new(crate::fiber::REDUCTIONS_PER_SLICE),
             free_slots: RefCell::new(Vec::new()),
-            recycled: RefCell::new(Vec::new()),
             tick: Cell::new(0),
             searching: Cell::new(false),
             owes_give_back: Cell::new(false),
@@ -443,23 +436,7 @@ impl<P: Schedulable> WorkerLocal<P> {
         if self.shared.recycle == 0 || Handle::strong_count(&process) != 1 {
             return;
         }
-        self.shared.keep_recycled(self, process);
-    }
-
-    /// Publishes the length of this worker's store of finished processes (introspection).
-    pub(crate) fn note_recycled_len(&self, len: usize) {
-        // Relaxed: a statistic; only this thread writes it.
-        self.shared.workers[self.index]
-            .recycled_len
-            .store(len, Ordering::Relaxed);
-    }
-
-    /// Drops the finished processes this worker kept for reuse (its memory goes back).
-    fn drop_recycled(&self) {
-        let kept = std::mem::take(&mut *self.recycled.borrow_mut());
-        self.note_recycled_len(0);
-        // Out of the borrow: dropping a process runs its destructors.
-        drop(kept);
+        self.shared.keep_recycled(self.index, process);
     }
 
     fn release_slot(&self, slot: u32) {
@@ -559,7 +536,6 @@ impl<P: Schedulable> WorkerLocal<P> {
         let next_give_back = if now < quiet_at {
             self.owes_give_back.get().then_some(quiet_at)
         } else {
-            self.drop_recycled();
             match shared.give_memory_back(&self.queue) {
                 GiveBack::Done => {
                     self.owes_give_back.set(false);
