@@ -6,7 +6,9 @@
 //! hundred KiB or two from run to run (measured with `/proc/self/smaps` diffs and a malloc
 //! tracer): +2.9 to +7.5 % over the first wave in eleven runs, most of them +3 to +5 %; +2.4 to
 //! +4.6 % in six runs since a mailbox keeps its first message inline; +2.8 to +4.9 % in six
-//! runs since its queues cost a word each until first used.
+//! runs since its queues cost a word each until first used; +2.5 to +4.5 % in eight runs with
+//! the spawn credit and the smaller frames (a worker-local store of finished processes raised
+//! it to +2.6 to +6.4 % and was reverted).
 //! - glibc's per-thread arenas can end higher than after the first wave (`malloc_trim` does
 //!   not shrink the top of a thread's heap): a wave's root grows its mailbox to 100,000
 //!   messages and frees it; the run queues no longer grow in a spawn loop (they did until the

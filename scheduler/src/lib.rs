@@ -81,7 +81,8 @@
 //! once its fresh deque holds 63 (`FRESH_PER_SLICE` in `runtime.rs`), so neither deque leaves
 //! its first buffer in a spawn loop: +2.9 to +7.5 % (eleven runs, most +3 to +5 %; +2.4 to +4.6 %
 //! in six runs since the VM's mailboxes keep their first message inline, +2.8 to +4.9 % in
-//! six since their queues cost a word until used), for ~10 %
+//! six since their queues cost a word until used, +2.5 to +4.5 % in eight with the spawn
+//! credit and the smaller frames), for ~10 %
 //! more time in W2 (a million spawns in one loop). Rejected, measured (2 workers, W2
 //! alternated with the unchanged build):
 //! - *Also bounding the local queue*: a spawner whose fresh deque holds 32 ends its slice, and a
