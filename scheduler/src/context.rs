@@ -95,12 +95,10 @@ pub(crate) fn current_fiber() -> *const Fiber {
     read().fiber
 }
 
+/// The running process of any type, or null.
 #[inline(never)]
-fn read_process() -> (*const (), Option<TypeId>) {
-    CONTEXT.with(|cell| {
-        let current = cell.get();
-        (current.process, current.process_type)
-    })
+fn read_process() -> *const () {
+    CONTEXT.with(|cell| cell.get().process)
 }
 
 /// The running process if it is a `P`, else null: one pointer, returned in a register (the
@@ -169,6 +167,6 @@ pub fn current_process<P: 'static>() -> Option<NonNull<P>> {
 
 /// Returns `true` if the calling code runs inside a process (on a fiber) of any runtime.
 pub fn in_process() -> bool {
-    let read: fn() -> (*const (), Option<TypeId>) = std::hint::black_box(read_process);
-    !read().0.is_null()
+    let read: fn() -> *const () = std::hint::black_box(read_process);
+    !read().is_null()
 }

@@ -66,16 +66,21 @@ fn fits_inline<F>() -> bool {
     size_of::<F>() <= size_of::<Storage>() && align_of::<F>() <= align_of::<Storage>()
 }
 
+/// Moves the body out of `storage` and runs it.
+///
 /// # Safety
 /// `storage` holds an owned body of type `F`, stored as `fits_inline::<F>()` says; it is moved
 /// out and must not be used again.
-unsafe fn take<F: FnOnce() + Send + 'static>(storage: *mut Storage) -> Box<F> {
+#[inline(always)]
+unsafe fn run_body<F: FnOnce() + Send + 'static>(storage: *mut Storage) {
     if fits_inline::<F>() {
-        // SAFETY: the caller guarantees an owned inline `F`.
-        Box::new(unsafe { std::ptr::read(storage as *const F) })
+        // SAFETY: the caller guarantees an owned inline `F`, read once.
+        let body = unsafe { std::ptr::read(storage as *const F) };
+        body()
     } else {
         // SAFETY: the caller guarantees the storage holds a pointer from `Box::into_raw`.
-        unsafe { Box::from_raw(*(storage as *const *mut F)) }
+        let body = unsafe { Box::from_raw(*(storage as *const *mut F)) };
+        body()
     }
 }
 
@@ -87,7 +92,7 @@ unsafe fn take<F: FnOnce() + Send + 'static>(storage: *mut Storage) -> Box<F> {
 /// process instead of 784.)
 ///
 /// # Safety
-/// As [`take`]; the storage must stay valid and unmoved until the coroutine's first resume has
+/// As [`run_body`]; the storage must stay valid and unmoved until the coroutine's first resume has
 /// begun (the caller resumes it at once), and `yielder_out` must stay valid while the coroutine
 /// runs.
 unsafe fn start<F: FnOnce() + Send + 'static>(
@@ -100,26 +105,23 @@ unsafe fn start<F: FnOnce() + Send + 'static>(
     Coroutine::with_stack(stack, move |yielder, ()| {
         // SAFETY: the caller guarantees the address stays valid while the coroutine runs.
         unsafe { *(yielder_out as *mut *const FiberYielder) = yielder };
-        // The first thing the coroutine does, during its first resume, while the caller keeps
-        // the storage alive: the body is owned there and moved out once (invariant 1), inline
-        // or boxed as `fits_inline` says.
-        if fits_inline::<F>() {
-            // SAFETY: see above: an owned inline `F`, read once.
-            let body = unsafe { std::ptr::read(storage as *const F) };
-            body()
-        } else {
-            // SAFETY: see above: the storage holds the `Box<F>`'s pointer, taken once.
-            let body = unsafe { take::<F>(storage as *mut Storage) };
-            body()
-        }
+        // SAFETY: the first thing the coroutine does, during its first resume, while the
+        // caller keeps the storage alive: the body is owned there and moved out once
+        // (invariant 1).
+        unsafe { run_body::<F>(storage as *mut Storage) }
     })
 }
 
 /// # Safety
-/// As [`take`].
+/// As [`run_body`]: the body is dropped instead of run.
 unsafe fn drop_body<F: FnOnce() + Send + 'static>(storage: *mut Storage) {
-    // SAFETY: the caller guarantees an owned body, dropped once.
-    drop(unsafe { take::<F>(storage) });
+    if fits_inline::<F>() {
+        // SAFETY: the caller guarantees an owned inline `F`, dropped once.
+        unsafe { std::ptr::drop_in_place(storage as *mut F) };
+    } else {
+        // SAFETY: the caller guarantees the storage holds a pointer from `Box::into_raw`.
+        drop(unsafe { Box::from_raw(*(storage as *const *mut F)) });
+    }
 }
 
 impl Entry {

@@ -327,13 +327,10 @@ impl Fiber {
     /// without building one elsewhere and copying it over (a recycled control block's spawn).
     pub fn renew<F: FnOnce() + Send + 'static>(&mut self, body: F) {
         let core = self.core.get_mut();
-        let old = std::mem::replace(&mut core.body, Body::Waiting(Entry::new(body)));
-        if let Body::Started(coroutine) = old {
-            if coroutine.started() && !coroutine.done() {
-                // As in `Drop`: a suspended coroutine can only be unwound while resident.
-                std::mem::forget(coroutine);
-            }
-        }
+        retire(std::mem::replace(
+            &mut core.body,
+            Body::Waiting(Entry::new(body)),
+        ));
         core.saved.release();
         core.saved_low = 0;
         core.yielder = std::ptr::null();
@@ -531,10 +528,9 @@ impl Fiber {
         let Body::Started(coroutine) = &mut core.body else {
             panic!("runtime: resumed a fiber that has finished");
         };
+        // Past this call the body, if this was the first run, lives in the coroutine's frames:
+        // `starting` is empty (and `ManuallyDrop`, so nothing is dropped twice).
         let result = coroutine.resume(());
-        // The body, if this was the first run, now lives in the coroutine's frames: `starting`
-        // is empty and may go (it is `ManuallyDrop`, so nothing is dropped twice).
-        let _ = starting;
         // SAFETY: the coroutine gave control back; the core is ours again. Re-borrow: the
         // coroutine may have written through its own pointer meanwhile.
         let core = unsafe { &mut *self.core.get() };
@@ -627,15 +623,21 @@ impl Fiber {
 
 impl Drop for Fiber {
     fn drop(&mut self) {
-        if let Body::Started(coroutine) =
-            std::mem::replace(&mut self.core.get_mut().body, Body::Finished)
-        {
-            if coroutine.started() && !coroutine.done() {
-                // A suspended coroutine can only be unwound while resident (slot invariant 3);
-                // a fiber dropped while still suspended (its runtime was torn down around it)
-                // leaks its frames instead of risking a switch onto foreign memory.
-                std::mem::forget(coroutine);
-            }
+        retire(std::mem::replace(
+            &mut self.core.get_mut().body,
+            Body::Finished,
+        ));
+    }
+}
+
+/// Disposes of a fiber's body that is being replaced or dropped (`Drop`, `Fiber::renew`). A
+/// suspended coroutine can only be unwound while resident (slot invariant 3); one still
+/// suspended (its runtime was torn down around it) leaks its frames instead of risking a
+/// switch onto foreign memory. Anything else is dropped.
+fn retire(body: Body) {
+    if let Body::Started(coroutine) = body {
+        if coroutine.started() && !coroutine.done() {
+            std::mem::forget(coroutine);
         }
     }
 }

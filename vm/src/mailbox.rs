@@ -312,19 +312,16 @@ impl Mailbox {
         scanned: &mut usize,
         matcher: &mut dyn FnMut(&(dyn Any + Send)) -> Option<R>,
     ) -> Option<(R, Message)> {
-        let seen = seen.0.as_mut()?;
-        while *scanned < seen.len() {
-            if let Some(answer) = matcher(seen[*scanned].as_any()) {
+        let queue = seen.0.as_mut()?;
+        while *scanned < queue.len() {
+            if let Some(answer) = matcher(queue[*scanned].as_any()) {
                 let message = if *scanned == 0 {
-                    seen.pop_front()
+                    queue.pop_front()
                 } else {
-                    seen.remove(*scanned)
+                    queue.remove(*scanned)
                 }
                 .expect("scanned index in range");
-                // A burst is over: do not keep its queue's memory for the process's life.
-                if seen.is_empty() && seen.capacity() > KEEP_CAPACITY {
-                    seen.shrink_to(KEEP_CAPACITY);
-                }
+                seen.shrink_after_burst();
                 return Some((answer, message));
             }
             *scanned += 1;
