@@ -81,7 +81,7 @@ use std::cell::{Cell, UnsafeCell};
 use std::io;
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
-use std::sync::{Mutex, OnceLock};
+use std::sync::{Mutex, OnceLock, TryLockError};
 
 use corosensei::stack::{Stack, StackPointer};
 
@@ -139,6 +139,9 @@ pub(crate) struct SlotPool<P> {
     enabled: AtomicUsize,
     /// Serializes `mprotect` calls that enable slots.
     grow: Mutex<()>,
+    /// Set once enabling a slot failed (out of kernel mappings or memory): the pool stops
+    /// growing and its processes share the slots it has.
+    grown_out: AtomicBool,
     /// Slots with no homed process, shared between workers. Under this mutex; entries may be
     /// stale (a slot re-homed by round robin), `claim_home` re-checks `homed`.
     free: Mutex<Vec<u32>>,
@@ -216,6 +219,7 @@ impl<P: Schedulable> SlotPool<P> {
             slots,
             enabled: AtomicUsize::new(0),
             grow: Mutex::new(()),
+            grown_out: AtomicBool::new(false),
             free: Mutex::new(Vec::new()),
             round_robin: AtomicUsize::new(0),
             live_offset: live_frames_offset(),
@@ -289,9 +293,30 @@ impl<P: Schedulable> SlotPool<P> {
 
     /// Enables one more slot, if the pool has room. Returns its index.
     fn enable_slot(&self) -> Option<u32> {
-        let _grow = self.grow.lock().unwrap_or_else(|e| e.into_inner());
+        // Checked before locking: once the pool is full, every spawn of a process that finds
+        // no free slot comes here, and in W2 (a million processes parked on 4,096 slots) the
+        // two workers then took turns sleeping on `grow` for each: ~22,000 futex calls.
+        // Relaxed: `enabled` and `grown_out` only grow and stop growing; a stale value sends
+        // us to the locked check below.
+        if self.enabled.load(Ordering::Relaxed) == self.slots.len()
+            || self.grown_out.load(Ordering::Relaxed)
+        {
+            return None;
+        }
+        let _grow = match self.grow.try_lock() {
+            Ok(guard) => guard,
+            Err(TryLockError::Poisoned(poisoned)) => poisoned.into_inner(),
+            // Another worker is enabling a slot (an `mprotect`, ~10 µs). Rather than sleep on
+            // the lock, share an enabled slot (the caller's fallback), unless there is none yet.
+            // (Waiting here cost W2 ~30,000 futex calls while it enabled its 4,096 slots.)
+            // Acquire: as in `claim_home`.
+            Err(TryLockError::WouldBlock) if self.enabled.load(Ordering::Acquire) > 0 => {
+                return None
+            }
+            Err(TryLockError::WouldBlock) => self.grow.lock().unwrap_or_else(|e| e.into_inner()),
+        };
         let index = self.enabled.load(Ordering::Relaxed);
-        if index == self.slots.len() {
+        if index == self.slots.len() || self.grown_out.load(Ordering::Relaxed) {
             return None;
         }
         let start = self.region.as_ptr() as usize + index * self.slot_size + GUARD_SIZE;
@@ -305,7 +330,9 @@ impl<P: Schedulable> SlotPool<P> {
             )
         };
         if result != 0 {
-            // Out of mappings (vm.max_map_count) or memory: keep sharing the slots we have.
+            // Out of mappings (vm.max_map_count) or memory: keep sharing the slots we have,
+            // and do not try again at every spawn (a system call each).
+            self.grown_out.store(true, Ordering::Relaxed);
             return None;
         }
         // Release: pairs with the Acquire load in `claim_home`, so a worker that picks this slot
@@ -633,4 +660,69 @@ fn measure_suspend_depth(pattern: u64, reason: Suspend) -> usize {
     let depth = recorded.get().saturating_sub(lowest);
     assert!(matches!(coroutine.resume(()), CoroutineResult::Return(())));
     depth
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Fiber;
+
+    struct Bare(Fiber);
+
+    impl Schedulable for Bare {
+        fn fiber(&self) -> &Fiber {
+            &self.0
+        }
+    }
+
+    fn pool(max_slots: usize) -> SlotPool<Bare> {
+        SlotPool::new(16 * GUARD_SIZE, max_slots).expect("reserve a small pool")
+    }
+
+    /// New homes come from new slots until the pool is full, then are shared round robin, and
+    /// a full pool is not grown again.
+    #[test]
+    fn a_full_pool_shares_its_slots() {
+        let pool = pool(3);
+        let mut cache = Vec::new();
+        let homes: Vec<u32> = (0..7).map(|_| pool.claim_home(&mut cache)).collect();
+        assert_eq!(&homes[..3], &[0, 1, 2]);
+        assert!(homes[3..].iter().all(|&home| home < 3), "{homes:?}");
+        assert_eq!(pool.enabled(), 3);
+        let homed: u32 = pool
+            .slots
+            .iter()
+            .map(|slot| slot.homed.load(Ordering::Relaxed))
+            .sum();
+        assert_eq!(homed, 7);
+    }
+
+    /// A worker that needs a home while another enables a slot shares an enabled one instead
+    /// of sleeping on the lock; with no slot enabled yet it has to wait for the other.
+    #[test]
+    fn a_claim_never_waits_for_another_workers_growth() {
+        use std::sync::Arc;
+        use std::time::Duration;
+        let claim_while_growing = |pool: Arc<SlotPool<Bare>>| {
+            // The lock is held as if by another worker enabling a slot.
+            let growing = pool.grow.lock().unwrap();
+            let claimer = {
+                let pool = pool.clone();
+                std::thread::spawn(move || pool.claim_home(&mut Vec::new()))
+            };
+            std::thread::sleep(Duration::from_millis(50));
+            let finished_while_held = claimer.is_finished();
+            drop(growing);
+            (finished_while_held, claimer.join().unwrap())
+        };
+
+        let one_enabled = Arc::new(pool(8));
+        assert_eq!(one_enabled.claim_home(&mut Vec::new()), 0);
+        assert_eq!(claim_while_growing(one_enabled.clone()), (true, 0));
+        assert_eq!(one_enabled.enabled(), 1);
+        assert_eq!(one_enabled.claim_home(&mut Vec::new()), 1);
+
+        let empty = Arc::new(pool(2));
+        assert_eq!(claim_while_growing(empty), (false, 0));
+    }
 }
