@@ -81,7 +81,7 @@ use std::cell::{Cell, UnsafeCell};
 use std::io;
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
-use std::sync::{Mutex, OnceLock, TryLockError};
+use std::sync::{Mutex, OnceLock};
 
 use corosensei::stack::{Stack, StackPointer};
 
@@ -303,18 +303,11 @@ impl<P: Schedulable> SlotPool<P> {
         {
             return None;
         }
-        let _grow = match self.grow.try_lock() {
-            Ok(guard) => guard,
-            Err(TryLockError::Poisoned(poisoned)) => poisoned.into_inner(),
-            // Another worker is enabling a slot (an `mprotect`, ~10 µs). Rather than sleep on
-            // the lock, share an enabled slot (the caller's fallback), unless there is none yet.
-            // (Waiting here cost W2 ~30,000 futex calls while it enabled its 4,096 slots.)
-            // Acquire: as in `claim_home`.
-            Err(TryLockError::WouldBlock) if self.enabled.load(Ordering::Acquire) > 0 => {
-                return None
-            }
-            Err(TryLockError::WouldBlock) => self.grow.lock().unwrap_or_else(|e| e.into_inner()),
-        };
+        // Waited for, not tried: a claim that found the lock taken and shared an enabled slot
+        // instead could be homed with a process that never yields (a CPU-bound one that the
+        // watchdog works around), and wait behind it for ever: `ping_pong_beside_four_spinners`
+        // hung that way. Sharing is the last resort, once the pool is full.
+        let _grow = self.grow.lock().unwrap_or_else(|e| e.into_inner());
         let index = self.enabled.load(Ordering::Relaxed);
         if index == self.slots.len() || self.grown_out.load(Ordering::Relaxed) {
             return None;
@@ -697,32 +690,24 @@ mod tests {
         assert_eq!(homed, 7);
     }
 
-    /// A worker that needs a home while another enables a slot shares an enabled one instead
-    /// of sleeping on the lock; with no slot enabled yet it has to wait for the other.
+    /// While the pool can grow, a claim never shares a slot, not even while another worker
+    /// holds the growth lock: it waits and gets a slot of its own. (Sharing there homed new
+    /// processes with ones that never yield, and they waited behind them for ever.)
     #[test]
-    fn a_claim_never_waits_for_another_workers_growth() {
+    fn a_claim_waits_for_growth_rather_than_share() {
         use std::sync::Arc;
         use std::time::Duration;
-        let claim_while_growing = |pool: Arc<SlotPool<Bare>>| {
-            // The lock is held as if by another worker enabling a slot.
-            let growing = pool.grow.lock().unwrap();
-            let claimer = {
-                let pool = pool.clone();
-                std::thread::spawn(move || pool.claim_home(&mut Vec::new()))
-            };
-            std::thread::sleep(Duration::from_millis(50));
-            let finished_while_held = claimer.is_finished();
-            drop(growing);
-            (finished_while_held, claimer.join().unwrap())
+        let pool = Arc::new(pool(8));
+        assert_eq!(pool.claim_home(&mut Vec::new()), 0);
+        // The lock is held as if by another worker enabling a slot.
+        let growing = pool.grow.lock().unwrap();
+        let claimer = {
+            let pool = pool.clone();
+            std::thread::spawn(move || pool.claim_home(&mut Vec::new()))
         };
-
-        let one_enabled = Arc::new(pool(8));
-        assert_eq!(one_enabled.claim_home(&mut Vec::new()), 0);
-        assert_eq!(claim_while_growing(one_enabled.clone()), (true, 0));
-        assert_eq!(one_enabled.enabled(), 1);
-        assert_eq!(one_enabled.claim_home(&mut Vec::new()), 1);
-
-        let empty = Arc::new(pool(2));
-        assert_eq!(claim_while_growing(empty), (false, 0));
+        std::thread::sleep(Duration::from_millis(50));
+        let finished_while_held = claimer.is_finished();
+        drop(growing);
+        assert_eq!((finished_while_held, claimer.join().unwrap()), (false, 1));
     }
 }
