@@ -255,6 +255,9 @@ macro_rules! __receive_parse {
 #[macro_export]
 macro_rules! __receive_emit {
     ([$({[$($pattern:tt)+] [$($type:tt)+] [$($guard:tt)+] ($body:expr)})+] [$(($timeout:expr) ($after:expr))?]) => {{
+        // The clause that accepted the message; written by the matcher, which returns only
+        // whether it accepts (so that the receive loop is not generic, see `receive.rs`).
+        let mut __starling_index: usize = 0;
         let __starling_selected = $crate::__private::receive_clauses(
             &mut |__starling_message: &(dyn ::core::any::Any + ::core::marker::Send)| {
                 let mut __starling_clause: usize = 0;
@@ -268,18 +271,19 @@ macro_rules! __receive_emit {
                             _ => false,
                         };
                         if __starling_hit {
-                            return ::core::option::Option::Some(__starling_clause);
+                            __starling_index = __starling_clause;
+                            return true;
                         }
                     }
                     __starling_clause += 1;
                 )+
                 let _ = __starling_clause;
-                ::core::option::Option::None
+                false
             },
             $crate::__receive_timeout!($($timeout)?),
         );
         match __starling_selected {
-            ::core::option::Option::Some((__starling_index, __starling_message)) => {
+            ::core::option::Option::Some(__starling_message) => {
                 $crate::__receive_chain!(__starling_index, __starling_message, 0usize,
                     $({[$($pattern)+] [$($type)+] ($body)})+)
             }

@@ -51,6 +51,11 @@ use crate::envelope::Envelope;
 /// A message in a mailbox.
 pub(crate) type Message = Envelope;
 
+/// What a receive asks of each message it scans: `true` takes the message, `false` leaves it in
+/// place. Not generic (a `receive!` matcher notes which clause accepted in a variable of its
+/// own), so that the receive loop is compiled once, in this crate (see `receive::select`).
+pub(crate) type Matcher<'a> = dyn FnMut(&(dyn Any + Send)) -> bool + 'a;
+
 /// The private inner queue; see invariant 3.
 struct Seen(RefCell<Queue>);
 
@@ -253,18 +258,18 @@ impl Mailbox {
     }
 
     /// Owner only: scans messages from position `*scanned` on, after moving new arrivals into
-    /// the private queue. Removes and returns the first message `matcher` accepts together with
-    /// the matcher's answer; otherwise records how far it scanned.
-    pub(crate) fn take_first<R>(
+    /// the private queue. Removes and returns the first message `matcher` accepts; otherwise
+    /// records how far it scanned.
+    pub(crate) fn take_first(
         &self,
         scanned: &mut usize,
-        matcher: &mut dyn FnMut(&(dyn Any + Send)) -> Option<R>,
-    ) -> Option<(R, Message)> {
+        matcher: &mut Matcher<'_>,
+    ) -> Option<Message> {
         let mut seen = self.seen.0.try_borrow_mut().expect(REENTRANT);
         // The private queue first: everything in it arrived before anything in `incoming`, so
         // a match there is the first match, found without touching the senders' cache line.
         if let Some(found) = Self::scan(&mut seen, scanned, matcher) {
-            self.account_removed(1, found.1.heap_bytes());
+            self.account_removed(1, found.heap_bytes());
             return Some(found);
         }
         // Relaxed: `pushed` is raised under the senders' lock; if we miss a message that is
@@ -289,32 +294,28 @@ impl Mailbox {
                 seen: &mut seen,
                 message: Some(message),
             };
-            let answer = matcher(pending.message().as_any());
+            let accepted = matcher(pending.message().as_any());
             let message = pending.take();
             drop(pending);
-            if let Some(answer) = answer {
+            if accepted {
                 self.account_removed(1, message.heap_bytes());
-                return Some((answer, message));
+                return Some(message);
             }
             seen.push_back(message);
             *scanned = seen.len();
             return None;
         }
         let found = Self::scan(&mut seen, scanned, matcher)?;
-        self.account_removed(1, found.1.heap_bytes());
+        self.account_removed(1, found.heap_bytes());
         Some(found)
     }
 
     /// Scans `seen` from `*scanned` on; removes and returns the first message `matcher`
-    /// accepts, with its answer, or records how far it scanned.
-    fn scan<R>(
-        seen: &mut Queue,
-        scanned: &mut usize,
-        matcher: &mut dyn FnMut(&(dyn Any + Send)) -> Option<R>,
-    ) -> Option<(R, Message)> {
+    /// accepts, or records how far it scanned.
+    fn scan(seen: &mut Queue, scanned: &mut usize, matcher: &mut Matcher<'_>) -> Option<Message> {
         let queue = seen.0.as_mut()?;
         while *scanned < queue.len() {
-            if let Some(answer) = matcher(queue[*scanned].as_any()) {
+            if matcher(queue[*scanned].as_any()) {
                 let message = if *scanned == 0 {
                     queue.pop_front()
                 } else {
@@ -322,7 +323,7 @@ impl Mailbox {
                 }
                 .expect("scanned index in range");
                 seen.shrink_after_burst();
-                return Some((answer, message));
+                return Some(message);
             }
             *scanned += 1;
         }
@@ -390,12 +391,11 @@ mod tests {
         let mut matcher = |message: &(dyn Any + Send)| {
             message
                 .downcast_ref::<u32>()
-                .copied()
-                .filter(|&value| accept(value))
+                .is_some_and(|&value| accept(value))
         };
         mailbox
             .take_first(&mut scanned, &mut matcher)
-            .map(|(value, _)| value)
+            .map(|message| message.take::<u32>())
     }
 
     fn capacities(mailbox: &Mailbox) -> (usize, usize) {

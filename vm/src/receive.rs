@@ -9,7 +9,7 @@ use std::any::Any;
 use std::time::{Duration, Instant};
 
 use crate::control_block::{current, Process, CALL_COST};
-use crate::mailbox::Message;
+use crate::mailbox::{Matcher, Message};
 
 /// Reductions charged per this many messages scanned, on top of the call's cost. Guessed: a
 /// scan step is a type check and a guard, ~2–5 ns, so 16 of them cost about one cheap VM call.
@@ -17,17 +17,25 @@ const SCAN_STEPS_PER_REDUCTION: usize = 16;
 
 /// The shared receive loop. `timeout`: `None` waits forever; `Some(Duration::ZERO)` polls once.
 ///
-/// Not inlined and not generic over the message type, so that a parked process's stack holds
-/// one small frame for it (its frames are copied at every eviction). The scan is a separate
-/// call ([`attempt`]) for the same reason: its temporaries are not in this frame while the
-/// process is parked, only what the loop itself keeps (for `receive::<M>()` its frame went
-/// from 144 to 64 bytes).
+/// A parked process keeps this function's frame, so it is kept small and fixed:
+///
+/// - Not inlined, so that its caller's locals and its own are separate frames, and only what
+///   the loop keeps across the park stays on the stack (its frames are copied at every
+///   eviction). The scan is a separate call ([`attempt`]) for the same reason: its temporaries
+///   are not in this frame while the process is parked (for `receive::<M>()` the frame went from
+///   144 to 64 bytes); so is the wait with a deadline ([`park_until`]).
+/// - Not generic (the matcher answers only yes or no; `receive!`'s matcher notes the clause
+///   itself), so that it is compiled once, here. It used to be generic over the matcher's
+///   answer, and was then compiled again in every crate that called a receive function, with
+///   that crate's inlining: in some builds of a user's program the compiler inlined the timer
+///   path into it, and its frame was 376 bytes instead of 40 (a million parked processes: 1,119
+///   bytes each instead of 768). `tests/memory.rs` checks every receive form.
 #[inline(never)]
-pub(crate) fn select<R>(
+pub(crate) fn select(
     function: &str,
-    matcher: &mut dyn FnMut(&(dyn Any + Send)) -> Option<R>,
+    matcher: &mut Matcher<'_>,
     timeout: Option<Duration>,
-) -> Option<(R, Message)> {
+) -> Option<Message> {
     let process = current(function);
     process.checkpoint(CALL_COST);
     // `None` inside: the deadline is too far to represent, i.e. never.
@@ -44,7 +52,7 @@ pub(crate) fn select<R>(
                 if Instant::now() >= deadline {
                     return None;
                 }
-                starling_scheduler::park_until::<Process>(deadline);
+                park_until(deadline);
             }
         }
     }
@@ -53,11 +61,7 @@ pub(crate) fn select<R>(
 /// One look at the mailbox for [`select`]: the first match from position `*scanned` on, or
 /// `None` with `*scanned` advanced. Ends the process if it was killed.
 #[inline(never)]
-fn attempt<R>(
-    process: &Process,
-    matcher: &mut dyn FnMut(&(dyn Any + Send)) -> Option<R>,
-    scanned: &mut usize,
-) -> Option<(R, Message)> {
+fn attempt(process: &Process, matcher: &mut Matcher<'_>, scanned: &mut usize) -> Option<Message> {
     process.die_if_killed();
     let before = *scanned;
     let found = process.mailbox.take_first(scanned, matcher);
@@ -72,6 +76,14 @@ fn attempt<R>(
         process.die_if_killed();
     }
     found
+}
+
+/// [`select`]'s wait with a deadline. Not inlined: the timer's insertion and cancellation would
+/// otherwise sit in `select`'s frame, which every process parked in a receive keeps, with or
+/// without a timeout.
+#[inline(never)]
+fn park_until(deadline: Instant) {
+    starling_scheduler::park_until::<Process>(deadline);
 }
 
 fn take<M: Send + 'static>(message: Message) -> M {
@@ -104,7 +116,7 @@ fn take<M: Send + 'static>(message: Message) -> M {
 // receive functions below.
 #[inline(always)]
 pub fn receive<M: Send + 'static>() -> M {
-    let (_, message) = select("receive", &mut |m| m.is::<M>().then_some(()), None)
+    let message = select("receive", &mut |m| m.is::<M>(), None)
         .expect("a receive without timeout returns a message");
     take(message)
 }
@@ -117,12 +129,7 @@ pub fn receive<M: Send + 'static>() -> M {
 /// Outside a process (naming `receive_timeout`).
 #[inline(always)]
 pub fn receive_timeout<M: Send + 'static>(timeout: Duration) -> Option<M> {
-    select(
-        "receive_timeout",
-        &mut |m| m.is::<M>().then_some(()),
-        Some(timeout),
-    )
-    .map(|(_, message)| take(message))
+    select("receive_timeout", &mut |m| m.is::<M>(), Some(timeout)).map(take)
 }
 
 /// Receives the first message of type `M` that `predicate` accepts. The predicate may borrow
@@ -133,9 +140,9 @@ pub fn receive_timeout<M: Send + 'static>(timeout: Duration) -> Option<M> {
 /// Outside a process (naming `receive_match`), or if `predicate` calls a receive function.
 #[inline(always)]
 pub fn receive_match<M: Send + 'static>(mut predicate: impl FnMut(&M) -> bool) -> M {
-    let (_, message) = select(
+    let message = select(
         "receive_match",
-        &mut |m| m.downcast_ref::<M>().filter(|m| predicate(m)).map(|_| ()),
+        &mut |m| m.downcast_ref::<M>().is_some_and(&mut predicate),
         None,
     )
     .expect("a receive without timeout returns a message");
@@ -154,10 +161,10 @@ pub fn receive_match_timeout<M: Send + 'static>(
 ) -> Option<M> {
     select(
         "receive_match_timeout",
-        &mut |m| m.downcast_ref::<M>().filter(|m| predicate(m)).map(|_| ()),
+        &mut |m| m.downcast_ref::<M>().is_some_and(&mut predicate),
         Some(timeout),
     )
-    .map(|(_, message)| take(message))
+    .map(take)
 }
 
 /// Support for the [`receive!`](macro@crate::receive) macro; not a public API.
@@ -169,13 +176,14 @@ pub mod private {
     #[allow(missing_debug_implementations)]
     pub struct Selected(Message);
 
-    /// Waits for the first message some clause accepts; returns the clause's index and the
-    /// message, or `None` on timeout.
+    /// Waits for the first message some clause accepts (the matcher notes which), or returns
+    /// `None` on timeout. Inlined, like the receive functions: one frame fewer while parked.
+    #[inline(always)]
     pub fn receive_clauses(
-        matcher: &mut dyn FnMut(&(dyn Any + Send)) -> Option<usize>,
+        matcher: &mut dyn FnMut(&(dyn Any + Send)) -> bool,
         timeout: Option<Duration>,
-    ) -> Option<(usize, Selected)> {
-        select("receive!", matcher, timeout).map(|(index, message)| (index, Selected(message)))
+    ) -> Option<Selected> {
+        select("receive!", matcher, timeout).map(Selected)
     }
 
     /// Takes the message out as the type of the clause that accepted it.

@@ -123,16 +123,15 @@ impl<T: Send + 'static> Task<T> {
     /// Waits for the reply or the task's end, at most `timeout` (`None`: forever).
     fn wait(&self, function: &str, timeout: Option<Duration>) -> Option<Outcome<T>> {
         let tag = self.monitor;
-        let (_, message) = select(
+        let message = select(
             function,
             &mut |message| {
                 if let Some(reply) = message.downcast_ref::<Reply<T>>() {
-                    return (reply.tag == tag).then_some(());
+                    return reply.tag == tag;
                 }
-                match message.downcast_ref::<Down>() {
-                    Some(down) if down.monitor == tag => Some(()),
-                    _ => None,
-                }
+                message
+                    .downcast_ref::<Down>()
+                    .is_some_and(|down| down.monitor == tag)
             },
             timeout,
         )?;
