@@ -45,6 +45,22 @@
 //! stopped: parked (wait for a wake-up), yielded (back of the local queue) or completed.
 //! Stack slots, eviction and the memory layout are described in `slot.rs`.
 //!
+//! **Known limit: stealing processes that live for a fraction of a microsecond costs more than
+//! it saves.** In W1 (one process spawns a million that each send one message and end), two
+//! workers take longer than one: medians 454 ms against 341 ms, 0.75 s of CPU against 0.34 s
+//! (`starling child --workload w1 --runtime starling --size 1000000 --schedulers 2`, or `1`;
+//! all figures here are medians of five alternating rounds within one series, since this host's
+//! times vary up to 2× between series). Each child is ~0.3 µs of work, but one that another
+//! core steals brings its control block, table entry and the spawner's mailbox lines over, and
+//! its block goes back to the spawner's core for reuse: about ten cache-line transfers. Skynet,
+//! whose stolen work is whole subtrees, gains from the second worker (367 ms against 542 ms).
+//! Measured and rejected, as temporary switches: thieves that never steal (778 ms against
+//! 468 ms with stealing and 378 ms on one worker: the idle worker is woken at every spawn and
+//! goes back to sleep), single-process steals (552 ms against 468 ms), and ending a spawner's
+//! slice after 16, 255 or unlimited fresh processes instead of 63 (595, 578 and 529 ms against
+//! 454 ms). Not tried: telling short processes from long ones before stealing them (neither
+//! the BEAM nor Go does).
+//!
 //! # Reductions
 //!
 //! Every VM call spends reductions ([`spend`]); after [`REDUCTIONS_PER_SLICE`] the process
