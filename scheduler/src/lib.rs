@@ -95,12 +95,11 @@
 //! high-water mark crept up over ten million spawn/exit cycles in waves of 100,000
 //! (`tests/memory_cycles.rs`), by +7 to +16 % of a ~4 MiB process. A spawner's slice now ends
 //! once its fresh deque holds 63 (`FRESH_PER_SLICE` in `runtime.rs`), so neither deque leaves
-//! its first buffer in a spawn loop: +2.9 to +7.5 % (eleven runs, most +3 to +5 %; +2.4 to +4.6 %
-//! in six runs since the VM's mailboxes keep their first message inline, +2.8 to +4.9 % in
-//! six since their queues cost a word until used, +2.5 to +4.5 % in eight with the spawn
-//! credit and the smaller frames), for ~10 %
-//! more time in W2 (a million spawns in one loop). Rejected, measured (2 workers, W2
-//! alternated with the unchanged build):
+//! its first buffer in a spawn loop: +2.9 to +7.5 % (eleven runs, most +3 to +5 %; +2.4 to
+//! +4.6 % in six runs since the VM's mailboxes keep their first message inline, +2.8 to +4.9 %
+//! in six since their queues cost a word until used, +2.5 to +4.5 % in eight with the spawn
+//! credit and the smaller frames), for ~10 % more time in W2 (a million spawns in one loop).
+//! Rejected, measured (2 workers, W2 alternated with the unchanged build):
 //! - *Also bounding the local queue*: a spawner whose fresh deque holds 32 ends its slice, and a
 //!   queue of 48 moves its older 24 to the injector. The drift fell to +3.3 to +4.7 %, but
 //!   skynet (W5) went from ~0.3 s to ~0.5 s. With both bounds at 64, skynet kept its speed but

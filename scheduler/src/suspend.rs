@@ -37,6 +37,10 @@ pub fn park<P: Schedulable>() {
 
 /// Parks the calling process until it is woken or `deadline` passes, whichever is first.
 /// Spurious returns are possible, as for [`park`].
+///
+/// Never inlined: a caller that parks without a deadline as well (the VM's receive loop) would
+/// otherwise keep this function's locals in its own frame, which a parked process keeps.
+#[inline(never)]
 pub fn park_until<P: Schedulable>(deadline: Instant) {
     let process = running::<P>("park_until");
     // The timer is set and cancelled in calls of their own, so that this frame, which the

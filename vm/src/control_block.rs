@@ -345,13 +345,6 @@ pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
 
 #[cfg(test)]
 mod tests {
-    /// The control block is most of what a parked process costs (with its saved stack); keep it
-    /// from growing by accident. Raise the bound only with a measurement of W2's bytes/process.
-    /// 280: with the `Handle`'s count, 288 bytes, exactly a class of the block store (its
-    /// classes are multiples of 32 bytes). It was 296 until the mailbox kept its oldest message
-    /// inline (32 bytes: 328, a 352-byte block; W2 went from 848 to 880 bytes per process, and
-    /// no longer mallocs and frees a queue buffer for each of its million releases), then 280
-    /// once the mailbox's two queues cost a word each until first used (48 bytes: W2 816).
     /// The layout rule in the module docs: the mailbox (its senders' fields first) follows the
     /// fiber (its wakers' word last).
     #[test]
@@ -363,6 +356,13 @@ mod tests {
         );
     }
 
+    /// The control block is most of what a parked process costs (with its saved stack); keep it
+    /// from growing by accident. Raise the bound only with a measurement of W2's bytes/process.
+    /// 280: with the `Handle`'s count, 288 bytes, exactly a class of the block store (its
+    /// classes are multiples of 32 bytes). It was 296 until the mailbox kept its oldest message
+    /// inline (32 bytes: 328, a 352-byte block; W2 went from 848 to 880 bytes per process, and
+    /// no longer mallocs and frees a queue buffer for each of its million releases), then 280
+    /// once the mailbox's two queues cost a word each until first used (48 bytes: W2 816).
     #[test]
     fn control_block_stays_small() {
         assert!(std::mem::size_of::<super::Process>() <= 280);

@@ -45,18 +45,18 @@
 //! - The receive loop: `receive.rs` (one loop for every receive form, neither inlined nor
 //!   generic, so the frames a parked process keeps are fixed when this crate is built, not by
 //!   the inlining of the crate that calls `receive`).
+//! - Stack slots, run queues, stealing, parking, timers and reductions: the docs of
+//!   `starling-scheduler`.
 //!
 //! # What a parked process costs
 //!
 //! A process parked in a receive keeps its control block (a 288-byte block), its table entry
 //! (32 bytes) and the live part of its stack: ~280 bytes for a body that only receives, the
 //! VM's frames included (`process::info(pid).memory` reports the block, the stack and the
-//! mailbox; `tests/memory.rs` checks it for every receive form). A million
-//! processes parked in `receive::<M>()` cost 752–800 bytes each, in `receive_timeout` ~960 (the
-//! timer too). Large locals of the process's own body, live across the receive, add to that:
-//! they are on its stack while it waits.
-//! - Stack slots, run queues, stealing, parking, timers and reductions: the docs of
-//!   `starling-scheduler`.
+//! mailbox; `tests/memory.rs` checks it for every receive form). A million processes parked
+//! in `receive::<M>()` cost 752–832 bytes each, in `receive_timeout` ~960 (the timer too).
+//! Large locals of the process's own body, live across the receive, add to that: they are on
+//! its stack while it waits.
 //!
 //! # What each VM call costs
 //!

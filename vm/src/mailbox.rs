@@ -170,8 +170,8 @@ impl Incoming {
     }
 }
 
-/// A message taken out of the queues while a matcher looks at it; if the matcher unwinds, the
-/// drop puts the message at the end of `seen` (where the caller would have put it).
+/// A message taken out of the queues while a matcher looks at it; unless taken, the drop puts
+/// it at the end of `seen`: when the matcher declines it, and when the matcher unwinds.
 struct Pending<'a> {
     seen: &'a mut Queue,
     message: Option<Message>,
@@ -294,14 +294,13 @@ impl Mailbox {
                 seen: &mut seen,
                 message: Some(message),
             };
-            let accepted = matcher(pending.message().as_any());
-            let message = pending.take();
-            drop(pending);
-            if accepted {
+            if matcher(pending.message().as_any()) {
+                let message = pending.take();
                 self.account_removed(1, message.heap_bytes());
                 return Some(message);
             }
-            seen.push_back(message);
+            // Not accepted: the guard puts it where a panic would have, at the end of `seen`.
+            drop(pending);
             *scanned = seen.len();
             return None;
         }

@@ -23,7 +23,7 @@ const SCAN_STEPS_PER_REDUCTION: usize = 16;
 ///   the loop keeps across the park stays on the stack (its frames are copied at every
 ///   eviction). The scan is a separate call ([`attempt`]) for the same reason: its temporaries
 ///   are not in this frame while the process is parked (for `receive::<M>()` the frame went from
-///   144 to 64 bytes); so is the wait with a deadline ([`park_until`]).
+///   144 to 64 bytes); so is the wait with a deadline (`park_until`, never inlined).
 /// - Not generic (the matcher answers only yes or no; `receive!`'s matcher notes the clause
 ///   itself), so that it is compiled once, here. It used to be generic over the matcher's
 ///   answer, and was then compiled again in every crate that called a receive function, with
@@ -52,7 +52,7 @@ pub(crate) fn select(
                 if Instant::now() >= deadline {
                     return None;
                 }
-                park_until(deadline);
+                starling_scheduler::park_until::<Process>(deadline);
             }
         }
     }
@@ -76,14 +76,6 @@ fn attempt(process: &Process, matcher: &mut Matcher<'_>, scanned: &mut usize) ->
         process.die_if_killed();
     }
     found
-}
-
-/// [`select`]'s wait with a deadline. Not inlined: the timer's insertion and cancellation would
-/// otherwise sit in `select`'s frame, which every process parked in a receive keeps, with or
-/// without a timeout.
-#[inline(never)]
-fn park_until(deadline: Instant) {
-    starling_scheduler::park_until::<Process>(deadline);
 }
 
 fn take<M: Send + 'static>(message: Message) -> M {
@@ -111,8 +103,8 @@ fn take<M: Send + 'static>(message: Message) -> M {
 /// ```
 // Inlined into the caller, always: a process parked in `receive` keeps every frame between its
 // body and the switch, and this one was a frame of its own around `select`'s result. Inlined,
-// W2's parked processes hold 448 bytes of frames instead of 480, and cost 784 bytes each
-// instead of 816 (`tests/memory.rs`: 801 instead of 832). The same holds for the other
+// W2's parked processes held 448 bytes of frames instead of 480, and cost 784 bytes each
+// instead of 816 (`tests/memory.rs` then: 801 instead of 832). The same holds for the other
 // receive functions below.
 #[inline(always)]
 pub fn receive<M: Send + 'static>() -> M {

@@ -97,8 +97,9 @@ struct FreeShard {
     /// spawn on this shard's scheduler spends one, an exit on it earns one. Atomic because the
     /// last shard is shared (spare workers and threads outside the VM use it), and a spawn at
     /// the limit takes credit from other shards; but a scheduler's shard is written almost only
-    /// by that scheduler, so the common path touches no line another core wrote. (One shared counter was written by every
-    /// spawn and exit on both cores: W1 and skynet moved its line between cores 2 M times.)
+    /// by that scheduler, so the common path touches no line another core wrote. (One shared
+    /// counter was written by every spawn and exit on both cores: W1 and skynet moved its line
+    /// between cores 2 M times.)
     credit: AtomicUsize,
 }
 
