@@ -204,7 +204,7 @@ pub fn parked_chain(count: usize) -> Pid {
     last
 }
 
-// Spawn/exit waves for the memory tests (`memory.rs`, `memory_cycles.rs`).
+// Spawn/exit waves for the memory test `memory_cycles.rs`.
 
 pub const WAVE: u64 = 100_000;
 pub const WAVES: u64 = 100;
