@@ -339,14 +339,20 @@ pub(crate) struct WorkerShared<P> {
 }
 
 /// Batches of finished processes (each half a worker's `Config::recycle`) the runtime-wide store
-/// holds at most; beyond it a full worker frees what it cannot keep. Sized when a spawner's
-/// slice still held up to 4,000 spawns: with the VM's 256 per worker, 32 batches of 128
-/// control blocks (4,096, ~1.4 MiB) let the next slice's spawns all reuse the blocks of the
-/// last slice's children (with 16, W1 on one scheduler still allocated 47 % of its blocks).
-/// Since a spawner yields every 63 spawns (`FRESH_PER_SLICE`), its children's blocks mostly come
-/// back to the worker's own store before the next batch; this one takes bursts of exits (a
-/// release of thousands of parked processes) for the spawns that follow.
-pub const RECYCLE_SPILL_BATCHES: usize = 32;
+/// holds at most; beyond it a full worker frees what it cannot keep. It takes bursts of exits
+/// (a release of thousands of parked processes) for the spawns that follow, and the flow of
+/// blocks from a worker where stolen children end to the one that spawns them.
+///
+/// 4: with the VM's 256 per worker, 512 control blocks of 288 bytes (~150 KiB). It was 32 (4,096,
+/// ~1.2 MB), sized when a spawner's slice still held up to 4,000 spawns; since a spawner yields
+/// every 63 (`FRESH_PER_SLICE`), W1 and skynet on two schedulers allocate the same ~350 and
+/// ~150 fresh blocks per million spawns with 4 as with 32 (with none, W1 allocated 400,000 to
+/// 575,000). But a store that large fills slowly, in a random walk of keeps and takes, and
+/// nothing empties it until the VM idles: ten million spawn/exit cycles in 10,000 `Vm::run`s
+/// of 1,000 processes ended 1.7 MiB above the first run's RSS measured right after it (+50 %
+/// of a 3.3 MiB process; 0.5 MiB, +15 %, with 4), the table having grown a segment for the
+/// indices of the kept blocks.
+pub const RECYCLE_SPILL_BATCHES: usize = 4;
 
 /// The runtime-wide store of recycled control blocks: batches handed over by full workers, and
 /// the emptied vectors of batches already taken, so that handing a batch over allocates nothing
