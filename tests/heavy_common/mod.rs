@@ -1,7 +1,7 @@
-//! Shared helpers for the heavy integration tests (`million.rs`, `memory.rs`,
-//! `stack_overflow.rs`, `limits.rs`, `starvation.rs`, `blocking.rs`): a hang guard, the
-//! resident set size, a spinner that never calls the VM, a recursion of known stack depth, an
-//! echo process, and percentiles.
+//! Shared helpers for the heavy integration tests (`million.rs`, `memory.rs`, `memory_cycles.rs`,
+//! `memory_monitors.rs`, `stack_overflow.rs`, `limits.rs`, `starvation.rs`, `blocking.rs`): a
+//! hang guard, the resident set size, a spinner that never calls the VM, a recursion of known
+//! stack depth, an echo process, and percentiles.
 //!
 //! Every test runs its body on a helper OS thread and waits for it with a deadline, so a VM
 //! that deadlocks or starves makes the test FAIL with a message instead of hanging the suite.

@@ -45,6 +45,9 @@
 //! - The receive loop: `receive.rs` (one loop for every receive form, neither inlined nor
 //!   generic, so the frames a parked process keeps are fixed when this crate is built, not by
 //!   the inlining of the crate that calls `receive`).
+//! - Growing the VM's vectors (mailbox queues, links, monitors): `grow.rs` (a small full
+//!   vector moves to a new buffer instead of `realloc`, whose in-place growth filled glibc's
+//!   per-thread caches with odd-sized leftovers; `tests/memory_monitors.rs`).
 //! - Stack slots, run queues, stealing, parking, timers and reductions: the docs of
 //!   `starling-scheduler`.
 //!
@@ -106,6 +109,7 @@ mod crash;
 mod envelope;
 mod error;
 mod exit;
+mod grow;
 mod kernel;
 mod local;
 mod mailbox;

@@ -47,6 +47,7 @@ use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::sync::Mutex;
 
 use crate::envelope::Envelope;
+use crate::grow;
 
 /// A message in a mailbox.
 pub(crate) type Message = Envelope;
@@ -127,13 +128,17 @@ impl Queue {
     }
 
     fn push_back(&mut self, message: Message) {
-        self.deque().push_back(message);
+        let deque = self.deque();
+        grow::reserve(deque, 1);
+        deque.push_back(message);
     }
 
     /// Gives memory back once a burst has drained (see [`KEEP_CAPACITY`]).
     fn shrink_after_burst(&mut self) {
         if let Some(queue) = self.0.as_mut() {
-            if queue.is_empty() && queue.capacity() > KEEP_CAPACITY {
+            // At least twice `KEEP_CAPACITY`: the tail a shrink in place frees is then at least
+            // 2 KiB, too large for glibc's per-thread cache (see `grow`).
+            if queue.is_empty() && queue.capacity() >= 2 * KEEP_CAPACITY {
                 queue.shrink_to(KEEP_CAPACITY);
             }
         }
@@ -151,19 +156,23 @@ impl Incoming {
 
     /// Moves every message, in order, to the end of `seen`. Into an empty `seen` the batch
     /// moves without copying a message: the two buffers are swapped, and the emptied `rest`
-    /// keeps the old private queue's capacity for the senders (at most `KEEP_CAPACITY`).
+    /// keeps the old private queue's capacity for the senders (less than `2 * KEEP_CAPACITY`).
     fn move_into(&mut self, seen: &mut Queue) {
         let Some(first) = self.first.take() else {
             return;
         };
         if seen.is_empty() && !self.rest.is_empty() {
             std::mem::swap(seen, &mut self.rest);
-            seen.deque().push_front(first);
+            let seen = seen.deque();
+            grow::reserve(seen, 1);
+            seen.push_front(first);
             self.rest.shrink_after_burst();
         } else {
             let seen = seen.deque();
+            let rest = self.rest.0.as_mut();
+            grow::reserve(seen, 1 + rest.as_ref().map_or(0, |rest| rest.len()));
             seen.push_back(first);
-            if let Some(rest) = self.rest.0.as_mut() {
+            if let Some(rest) = rest {
                 seen.extend(rest.drain(..));
             }
         }
@@ -199,8 +208,8 @@ impl Drop for Pending<'_> {
     }
 }
 
-/// Queue capacity (in messages) a mailbox keeps once a burst has drained; beyond it the memory
-/// goes back. Guessed: 64 × 32-byte envelopes = 2 KiB, far above a steady request/response
+/// Queue capacity (in messages) a mailbox keeps once a burst has drained; from twice this the
+/// memory goes back (below, the queue keeps its capacity, under 4 KiB). Guessed: 64 × 32-byte envelopes = 2 KiB, far above a steady request/response
 /// process's needs, far below what a 100 K-message burst leaves behind (3 MiB per queue).
 const KEEP_CAPACITY: usize = 64;
 

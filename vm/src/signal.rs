@@ -48,6 +48,7 @@ use starling_scheduler::Handle;
 use crate::control_block::{ExitHook, Process};
 use crate::envelope::Envelope;
 use crate::exit::{Down, Exit, ExitReason};
+use crate::grow;
 use crate::monitor::MonitorRef;
 use crate::pid::Pid;
 
@@ -184,12 +185,12 @@ pub(crate) fn link(me: &Handle<Process>, other: &Handle<Process>) {
     }
     if !theirs.accepts_relations(other) {
         // Exiting: `NoProc` comes when its exit is complete (`propagate_exit`).
-        theirs.relations_mut().noproc_on_exit.push((me.pid, None));
+        grow::push(&mut theirs.relations_mut().noproc_on_exit, (me.pid, None));
         return;
     }
     if !mine.links().contains(&other.pid) {
-        mine.relations_mut().links.push(other.pid);
-        theirs.relations_mut().links.push(me.pid);
+        grow::push(&mut mine.relations_mut().links, other.pid);
+        grow::push(&mut theirs.relations_mut().links, me.pid);
     }
 }
 
@@ -249,18 +250,18 @@ pub(crate) fn monitor_as(
             } else if !theirs.accepts_relations(target) {
                 // Exiting: `Down { NoProc }` comes when its exit is complete (`propagate_exit`);
                 // until then `demonitor` can cancel it like any monitor.
-                mine.relations_mut().monitors.push((reference, target_pid));
-                theirs
-                    .relations_mut()
-                    .noproc_on_exit
-                    .push((me.pid, Some(reference)));
+                grow::push(&mut mine.relations_mut().monitors, (reference, target_pid));
+                grow::push(
+                    &mut theirs.relations_mut().noproc_on_exit,
+                    (me.pid, Some(reference)),
+                );
                 false
             } else {
-                mine.relations_mut().monitors.push((reference, target_pid));
-                theirs
-                    .relations_mut()
-                    .monitored_by
-                    .push((reference, me.pid));
+                grow::push(&mut mine.relations_mut().monitors, (reference, target_pid));
+                grow::push(
+                    &mut theirs.relations_mut().monitored_by,
+                    (reference, me.pid),
+                );
                 false
             }
         }
