@@ -2,6 +2,7 @@
 
 mod args;
 mod chart;
+mod cycles;
 mod json;
 mod measurement;
 mod memory;
@@ -18,7 +19,7 @@ use std::time::Duration;
 
 use clap::Parser;
 
-use args::{Cli, Command, RunArgs, SuiteArgs};
+use args::{Cli, Command, CyclesArgs, RunArgs, SuiteArgs};
 use workload::{Params, Runtime, Workload};
 
 /// Runs the program. Exit code: 0 if every check passed, 1 if a check failed or a Starling run
@@ -29,6 +30,7 @@ pub fn main() -> ExitCode {
     match cli.command {
         Some(Command::Child(args)) => probe::child_main(args),
         Some(Command::Run(args)) => run_single(args),
+        Some(Command::Cycles(args)) => run_cycles(args),
         None => run_suite(cli.suite),
     }
 }
@@ -98,6 +100,20 @@ fn run_single(args: RunArgs) -> ExitCode {
         ExitCode::from(2)
     } else {
         ExitCode::SUCCESS
+    }
+}
+
+fn run_cycles(args: CyclesArgs) -> ExitCode {
+    let config = cycles::CyclesConfig {
+        style: args.style,
+        total: args.total,
+        batch: args.batch,
+        schedulers: args.schedulers,
+    };
+    if cycles::run(config) {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(2)
     }
 }
 
