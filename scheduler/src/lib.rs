@@ -84,10 +84,13 @@
 //! worker with none refills), the pages of freed saved-frame buffers and control blocks (the
 //! block store, `frames.rs`), and freed heap (`malloc_trim`).
 //!
-//! What this cannot give back is the top of each worker thread's glibc arena: `malloc_trim`
-//! releases free chunks inside a thread arena's heap but not its top chunk, which glibc only
-//! shrinks on a large free once it exceeds the trim threshold (128 KiB unless raised
-//! dynamically). So what a worker allocates and frees over and over must stay small. The run
+//! The top of each worker thread's glibc arena is another matter: `malloc_trim` releases free
+//! chunks inside a thread arena's heap but not its top chunk, which glibc shrinks only when the
+//! thread frees a chunk of 64 KiB or more while the top exceeds the trim threshold (128 KiB
+//! unless raised dynamically). Each worker's pass frees one such chunk (`trim_own_arena_top`
+//! in `runtime.rs`), so an idle VM's arena tops shrink too; but while the VM is busy, and in
+//! any reading taken then, they stay at their high-water mark. So what a worker allocates and
+//! frees over and over must stay small. The run
 //! queues' buffers live there (crossbeam-deque grows a deque by doubling past 64 entries and
 //! shrinks it again below a quarter; every resize of a buffer over 1 KiB also seals a 2 KiB bag
 //! of deferred frees): when a spawner could fill its fresh deque with a whole slice's worth of
