@@ -491,3 +491,41 @@ signal_tests! {
         });
     }
 }
+
+signal_tests! {
+    // Not from OTP: a process trapping exits, linked to thousands of processes, some unlinked,
+    // all ending in the reverse of their spawn order, gets exactly one `Exit` from each one it
+    // is still linked to, and has no links afterwards (links are a hash set: every one is
+    // found wherever it sits; `benches/benches/relations.rs` times the same).
+    fn many_links_end_in_any_order(vm) {
+        run(vm, || {
+            const LINKED: usize = 3_000;
+            process::trap_exit(true);
+            let linked: Vec<Pid> = (0..LINKED)
+                .map(|_| spawn_link(receive::<()>))
+                .collect();
+            let mut expected = HashMap::new();
+            for (i, &pid) in linked.iter().enumerate() {
+                if i % 3 == 1 {
+                    process::unlink(pid);
+                } else {
+                    expected.insert(pid, ());
+                }
+            }
+            assert_eq!(process::info(self_pid()).unwrap().links.len(), expected.len());
+            for &pid in linked.iter().rev() {
+                send(pid, ());
+            }
+            for _ in 0..expected.len() {
+                let exit: Exit = expect("an Exit");
+                assert_eq!(expected.remove(&exit.from), Some(()), "{exit:?}");
+                assert_eq!(exit.reason, ExitReason::Normal);
+            }
+            assert!(process::info(self_pid()).unwrap().links.is_empty());
+            assert!(
+                receive_match_timeout(|_: &Exit| true, Duration::from_millis(50)).is_none(),
+                "an Exit from an unlinked process"
+            );
+        });
+    }
+}

@@ -840,3 +840,42 @@ signal_tests! {
         });
     }
 }
+
+signal_tests! {
+    // Not from OTP: a process that monitors thousands of processes, some demonitored, all
+    // ending in the reverse of their spawn order, gets exactly one `Down` for each monitor it
+    // still holds, and holds none afterwards (links and monitors are hash maps: every one is
+    // found wherever it sits; `benches/benches/relations.rs` times the same).
+    fn many_monitors_end_in_any_order(vm) {
+        run(vm, || {
+            const WATCHED: usize = 3_000;
+            let watched: Vec<(Pid, MonitorRef)> = (0..WATCHED)
+                .map(|_| spawn_monitor(receive::<()>))
+                .collect();
+            let mut expected = HashMap::new();
+            for (i, &(pid, monitor)) in watched.iter().enumerate() {
+                if i % 3 == 1 {
+                    process::demonitor(monitor);
+                } else {
+                    expected.insert(monitor, pid);
+                }
+            }
+            let info = process::info(self_pid()).unwrap();
+            assert_eq!(info.monitors.len(), expected.len());
+            for &(pid, _) in watched.iter().rev() {
+                send(pid, ());
+            }
+            for _ in 0..expected.len() {
+                let down: Down = expect("a Down");
+                assert_eq!(expected.remove(&down.monitor), Some(down.pid), "{down:?}");
+                assert_eq!(down.reason, ExitReason::Normal);
+            }
+            assert!(expected.is_empty());
+            assert!(process::info(self_pid()).unwrap().monitors.is_empty());
+            assert!(
+                receive_match_timeout(|_: &Down| true, Duration::from_millis(50)).is_none(),
+                "a Down for a demonitored process"
+            );
+        });
+    }
+}

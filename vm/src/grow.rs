@@ -8,11 +8,11 @@
 //! thread's cache (tcache: up to 7 chunks in each of 64 sizes, ~230 KiB a thread), which
 //! `malloc_trim` never empties and only an allocation of exactly that size takes from. The VM
 //! grows a vector on every burst: a process's mailbox when messages arrive faster than it
-//! receives them, its monitors when it watches many processes. Over ten million
-//! `spawn_monitor`/`Down` cycles in 10,000 runs of 1,000, those leftovers filled nearly every
-//! size of both workers' caches: the heap's bytes in use grew from ~220 KiB after the first run
-//! to ~700 KiB, and the RSS, even after the VM had idled and given memory back, ended 19 to
-//! 22 % above the first run's (two runs of the probe below). No chunk was leaked: each was
+//! receives them (and its links and monitors, until they became hash sets and maps). Over ten
+//! million `spawn_monitor`/`Down` cycles in 10,000 runs of 1,000, those leftovers filled nearly
+//! every size of both workers' caches: the heap's bytes in use grew from ~220 KiB after the
+//! first run to ~700 KiB, and the RSS, even after the VM had idled and given memory back,
+//! ended 19 to 22 % above the first run's (two runs of the probe below). No chunk was leaked: each was
 //! free, in a cache that nothing drained.
 //!
 //! # Solution

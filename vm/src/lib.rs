@@ -45,9 +45,11 @@
 //! - The receive loop: `receive.rs` (one loop for every receive form, neither inlined nor
 //!   generic, so the frames a parked process keeps are fixed when this crate is built, not by
 //!   the inlining of the crate that calls `receive`).
-//! - Growing the VM's vectors (mailbox queues, links, monitors): `grow.rs` (a small full
+//! - Growing the VM's vectors (mailbox queues): `grow.rs` (a small full
 //!   vector moves to a new buffer instead of `realloc`, whose in-place growth filled glibc's
 //!   per-thread caches with odd-sized leftovers; `tests/memory_monitors.rs`).
+//! - Links and monitors: `signal.rs` (two locks per link or monitor, hash sets and maps so
+//!   that a process watching N others pays O(1), not O(N), as each of them ends).
 //! - Stack slots, run queues, stealing, parking, timers and reductions: the docs of
 //!   `starling-scheduler`.
 //!

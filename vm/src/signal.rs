@@ -41,6 +41,8 @@
 //!   guarantees with no work on the message path.
 //! - *One global lock for links*: serializes every spawn_link and exit of the whole VM.
 
+use std::collections::{HashMap, HashSet};
+use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::MutexGuard;
 
 use starling_scheduler::Handle;
@@ -68,16 +70,55 @@ pub(crate) struct SignalState {
     pub(crate) relations: Option<Box<Relations>>,
 }
 
+/// A hasher for pids and monitor references (a few integers each): multiply-rotate, like
+/// rustc's FxHash. Not resistant to chosen keys, which a VM's own pids and references are not.
+#[derive(Default)]
+pub(crate) struct RelationHasher(u64);
+
+impl Hasher for RelationHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &byte in bytes {
+            self.write_u64(u64::from(byte));
+        }
+    }
+
+    fn write_u32(&mut self, value: u32) {
+        self.write_u64(u64::from(value));
+    }
+
+    fn write_u64(&mut self, value: u64) {
+        self.0 = (self.0.rotate_left(5) ^ value).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+    }
+}
+
+type BuildRelationHasher = BuildHasherDefault<RelationHasher>;
+
+/// The processes a process is linked to.
+pub(crate) type Links = HashSet<Pid, BuildRelationHasher>;
+
+/// Monitors by reference: the monitored process (in the watcher) or the watcher (in the
+/// monitored process).
+pub(crate) type Monitors = HashMap<MonitorRef, Pid, BuildRelationHasher>;
+
 /// The links, monitors, name and exit hook of a process that has any.
+///
+/// Links and monitors are hash sets and maps, not vectors: a process that monitors or links
+/// to N processes that then end (a supervisor, a pool) found each in a scan of its vector, and
+/// N processes ending in the reverse of their spawn order cost O(N²): releasing 100,000
+/// monitored processes that way took 5.4 s (30,000: 0.52 s). Now each lookup is O(1).
 #[derive(Default)]
 pub(crate) struct Relations {
     /// Called with the exit reason when the process ends (`Vm::run`'s root).
     pub(crate) on_exit: Option<ExitHook>,
-    pub(crate) links: Vec<Pid>,
-    /// Monitors this process holds: (reference, monitored process).
-    pub(crate) monitors: Vec<(MonitorRef, Pid)>,
-    /// Monitors on this process: (reference, monitoring process).
-    pub(crate) monitored_by: Vec<(MonitorRef, Pid)>,
+    pub(crate) links: Links,
+    /// Monitors this process holds: reference to monitored process.
+    pub(crate) monitors: Monitors,
+    /// Monitors on this process: reference to monitoring process.
+    pub(crate) monitored_by: Monitors,
     pub(crate) registered_name: Option<String>,
     /// Links and monitors asked for while this process was already exiting: they get `NoProc`
     /// once its exit is complete (its name freed, its other links and monitors fired), as in
@@ -116,9 +157,17 @@ impl SignalState {
         !self.dead && self.kill.is_none() && process.is_alive()
     }
 
-    /// Links, if any.
-    pub(crate) fn links(&self) -> &[Pid] {
-        self.relations().map_or(&[], |relations| &relations.links)
+    /// Whether the process is linked to `pid`.
+    pub(crate) fn is_linked(&self, pid: Pid) -> bool {
+        self.relations()
+            .is_some_and(|relations| relations.links.contains(&pid))
+    }
+
+    /// Removes the link to `pid`; says whether there was one.
+    pub(crate) fn remove_link(&mut self, pid: Pid) -> bool {
+        self.relations
+            .as_mut()
+            .is_some_and(|relations| relations.links.remove(&pid))
     }
 }
 
@@ -188,9 +237,9 @@ pub(crate) fn link(me: &Handle<Process>, other: &Handle<Process>) {
         grow::push(&mut theirs.relations_mut().noproc_on_exit, (me.pid, None));
         return;
     }
-    if !mine.links().contains(&other.pid) {
-        grow::push(&mut mine.relations_mut().links, other.pid);
-        grow::push(&mut theirs.relations_mut().links, me.pid);
+    if !mine.is_linked(other.pid) {
+        mine.relations_mut().links.insert(other.pid);
+        theirs.relations_mut().links.insert(me.pid);
     }
 }
 
@@ -206,14 +255,12 @@ pub(crate) fn unlink(me: &Handle<Process>, other: Option<&Handle<Process>>, othe
     match other {
         Some(other) if other.pid != me.pid => {
             let (mut mine, mut theirs) = lock_pair(me, other);
-            mine.relations_mut().links.retain(|&pid| pid != other_pid);
-            theirs.relations_mut().links.retain(|&pid| pid != me.pid);
+            mine.remove_link(other_pid);
+            theirs.remove_link(me.pid);
         }
-        _ => me
-            .lock_signals()
-            .relations_mut()
-            .links
-            .retain(|&pid| pid != other_pid),
+        _ => {
+            me.lock_signals().remove_link(other_pid);
+        }
     }
     // Only the `Exit`s this link queued: one that `process::exit` sent stays.
     me.mailbox.remove_all(|message| {
@@ -250,18 +297,18 @@ pub(crate) fn monitor_as(
             } else if !theirs.accepts_relations(target) {
                 // Exiting: `Down { NoProc }` comes when its exit is complete (`propagate_exit`);
                 // until then `demonitor` can cancel it like any monitor.
-                grow::push(&mut mine.relations_mut().monitors, (reference, target_pid));
+                mine.relations_mut().monitors.insert(reference, target_pid);
                 grow::push(
                     &mut theirs.relations_mut().noproc_on_exit,
                     (me.pid, Some(reference)),
                 );
                 false
             } else {
-                grow::push(&mut mine.relations_mut().monitors, (reference, target_pid));
-                grow::push(
-                    &mut theirs.relations_mut().monitored_by,
-                    (reference, me.pid),
-                );
+                mine.relations_mut().monitors.insert(reference, target_pid);
+                theirs
+                    .relations_mut()
+                    .monitored_by
+                    .insert(reference, me.pid);
                 false
             }
         }
@@ -281,17 +328,15 @@ pub(crate) fn monitor_as(
 pub(crate) fn demonitor(me: &Handle<Process>, reference: MonitorRef) {
     let target_pid = {
         let mut mine = me.lock_signals();
-        let monitors = &mut mine.relations_mut().monitors;
-        let at = monitors.iter().position(|(r, _)| *r == reference);
-        at.map(|at| monitors.swap_remove(at).1)
+        mine.relations
+            .as_mut()
+            .and_then(|relations| relations.monitors.remove(&reference))
     };
     if let Some(target_pid) = target_pid {
         if let Some(target) = me.vm.table.get(target_pid) {
-            target
-                .lock_signals()
-                .relations_mut()
-                .monitored_by
-                .retain(|(r, _)| *r != reference);
+            if let Some(relations) = target.lock_signals().relations.as_mut() {
+                relations.monitored_by.remove(&reference);
+            }
         }
     }
     me.mailbox.remove_all(|message| {
@@ -309,10 +354,9 @@ fn fire_monitor(me: &Process, watcher_pid: Pid, reference: MonitorRef, reason: E
     let Some(relations) = state.relations.as_mut() else {
         return;
     };
-    let Some(at) = relations.monitors.iter().position(|(r, _)| *r == reference) else {
+    if relations.monitors.remove(&reference).is_none() {
         return;
-    };
-    relations.monitors.swap_remove(at);
+    }
     watcher.mailbox.push(Envelope::new(Down {
         monitor: reference,
         pid: me.pid,
@@ -354,11 +398,9 @@ fn propagate_relations(me: &Handle<Process>, reason: &ExitReason, relations: Rel
     let vm = &me.vm;
     for (reference, target_pid) in monitors {
         if let Some(target) = vm.table.get(target_pid) {
-            target
-                .lock_signals()
-                .relations_mut()
-                .monitored_by
-                .retain(|(r, _)| *r != reference);
+            if let Some(relations) = target.lock_signals().relations.as_mut() {
+                relations.monitored_by.remove(&reference);
+            }
         }
     }
     for linked_pid in links {
@@ -366,10 +408,9 @@ fn propagate_relations(me: &Handle<Process>, reason: &ExitReason, relations: Rel
             continue;
         };
         let mut state = linked.lock_signals();
-        let Some(at) = state.links().iter().position(|&pid| pid == me.pid) else {
+        if !state.remove_link(me.pid) {
             continue;
-        };
-        state.relations_mut().links.swap_remove(at);
+        }
         deliver_exit(&linked, &mut state, me.pid, reason.clone(), ExitKind::Link);
     }
     for (reference, watcher_pid) in monitored_by {
