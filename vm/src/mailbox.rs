@@ -209,8 +209,9 @@ impl Drop for Pending<'_> {
 }
 
 /// Queue capacity (in messages) a mailbox keeps once a burst has drained; from twice this the
-/// memory goes back (below, the queue keeps its capacity, under 4 KiB). Guessed: 64 × 32-byte envelopes = 2 KiB, far above a steady request/response
-/// process's needs, far below what a 100 K-message burst leaves behind (3 MiB per queue).
+/// memory goes back (below, the queue keeps its capacity, under 4 KiB). Guessed: 64 × 32-byte
+/// envelopes = 2 KiB, far above a steady request/response process's needs, far below what a
+/// 100 K-message burst leaves behind (3 MiB per queue).
 const KEEP_CAPACITY: usize = 64;
 
 /// A receive guard or matcher called the VM (invariant 3).
