@@ -9,9 +9,9 @@
 
 mod heavy_common;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use heavy_common::{guarded, mib, rss_bytes};
+use heavy_common::{guarded, mib, rss_bytes, wait_for_rss_at_most};
 use starling::{receive, self_pid, send, spawn, Vm};
 
 /// Messages in the burst.
@@ -46,17 +46,12 @@ fn an_idle_vm_shrinks_its_arenas_after_a_burst_of_boxed_messages() {
             assert_eq!(sum, MESSAGES * (MESSAGES - 1) / 2);
         })
         .expect("the root process failed");
-        let started = Instant::now();
-        let mut now = rss_bytes();
-        while now > before + SLACK && started.elapsed() < WITHIN {
-            std::thread::sleep(Duration::from_millis(100));
-            now = rss_bytes();
-        }
+        let (now, waited) = wait_for_rss_at_most(before + SLACK, WITHIN);
         println!(
             "memory: {:.2} MiB before the burst, {:.2} MiB {:.1} s after it",
             mib(before),
             mib(now),
-            started.elapsed().as_secs_f64()
+            waited.as_secs_f64()
         );
         assert!(
             now <= before + SLACK,

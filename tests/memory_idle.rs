@@ -4,9 +4,9 @@
 
 mod heavy_common;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use heavy_common::{guarded, mib, parked_chain, rss_bytes, Go};
+use heavy_common::{guarded, mib, parked_chain, rss_bytes, wait_for_rss_at_most, Go};
 use starling::{receive, send, Vm};
 
 /// Processes parked at once in the burst: ~100 MiB of control blocks, saved frames and stack
@@ -44,19 +44,14 @@ fn a_quiet_vm_gives_memory_back_without_being_woken() {
             mib(peak)
         );
         // From here on nothing calls the VM: it must shrink on its own.
-        let start = Instant::now();
-        let mut now = rss_bytes();
-        while now > before + SLACK && start.elapsed() < WITHIN {
-            std::thread::sleep(Duration::from_millis(100));
-            now = rss_bytes();
-        }
+        let (now, waited) = wait_for_rss_at_most(before + SLACK, WITHIN);
         println!(
             "memory: {:.1} MiB before, {:.1} MiB with {PARKED} parked processes, {:.1} MiB \
              {:.1} s after the VM went quiet",
             mib(before),
             mib(peak),
             mib(now),
-            start.elapsed().as_secs_f64()
+            waited.as_secs_f64()
         );
         assert!(
             now <= before + SLACK,

@@ -69,33 +69,26 @@ fn heap_in_use() -> Option<u64> {
 /// once they have idled 50 ms, at most once a second.
 const IDLE: Duration = Duration::from_millis(2_500);
 
+/// Inside a run's root: `batch` processes each send `message(i)` to the root, which receives
+/// them all and checks that every `number` came back.
+fn replies<M: Send + 'static>(batch: usize, message: fn(u64) -> M, number: fn(&M) -> u64) {
+    let root = self_pid();
+    for i in 0..batch as u64 {
+        spawn(move || send(root, message(i)));
+    }
+    let sum: u64 = (0..batch).map(|_| number(&receive::<M>())).sum();
+    assert_eq!(
+        sum,
+        (batch as u64) * (batch as u64 - 1) / 2,
+        "lost messages"
+    );
+}
+
 /// Runs one batch of `batch` cycles in `style`.
 fn batch(vm: &Vm, style: Style, batch: usize) {
     let ran = match style {
-        Style::Message => vm.run(move || {
-            let root = self_pid();
-            for i in 0..batch as u64 {
-                spawn(move || send(root, i));
-            }
-            let sum: u64 = (0..batch).map(|_| receive::<u64>()).sum();
-            assert_eq!(
-                sum,
-                (batch as u64) * (batch as u64 - 1) / 2,
-                "lost messages"
-            );
-        }),
-        Style::BigMessage => vm.run(move || {
-            let root = self_pid();
-            for i in 0..batch as u64 {
-                spawn(move || send(root, [i; 6]));
-            }
-            let sum: u64 = (0..batch).map(|_| receive::<[u64; 6]>()[5]).sum();
-            assert_eq!(
-                sum,
-                (batch as u64) * (batch as u64 - 1) / 2,
-                "lost messages"
-            );
-        }),
+        Style::Message => vm.run(move || replies(batch, |i| i, |&i| i)),
+        Style::BigMessage => vm.run(move || replies(batch, |i| [i; 6], |message| message[5])),
         Style::Monitor => vm.run(move || {
             for _ in 0..batch {
                 spawn_monitor(|| ());

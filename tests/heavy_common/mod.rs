@@ -55,6 +55,19 @@ pub fn rss_bytes() -> usize {
     kib * 1024
 }
 
+/// Waits, polling every 100 ms, until the RSS is at most `limit` bytes or `within` has
+/// passed; returns the last reading and the time waited. (For a VM left alone to give memory
+/// back: nothing here calls it.)
+pub fn wait_for_rss_at_most(limit: usize, within: Duration) -> (usize, Duration) {
+    let start = std::time::Instant::now();
+    let mut now = rss_bytes();
+    while now > limit && start.elapsed() < within {
+        std::thread::sleep(Duration::from_millis(100));
+        now = rss_bytes();
+    }
+    (now, start.elapsed())
+}
+
 /// Bytes as MiB, for printing.
 pub fn mib(bytes: usize) -> f64 {
     bytes as f64 / (1024.0 * 1024.0)

@@ -297,6 +297,28 @@ mod tests {
         starling_scheduler::Handle::as_ptr(&process) as usize
     }
 
+    /// Inside a process: spawns `count` processes that wait for `()`, then releases them all and
+    /// waits for each one's reply, so that `count` processes end in one burst. (In a plain
+    /// spawn loop the children end between the spawner's batches, and the next batch reuses
+    /// their blocks.)
+    fn release_parked(count: usize) {
+        let root = crate::self_pid();
+        let pids: Vec<crate::Pid> = (0..count)
+            .map(|_| {
+                spawn(move || {
+                    let () = receive::<()>();
+                    send(root, "done");
+                })
+            })
+            .collect();
+        for pid in pids {
+            send(pid, ());
+        }
+        for _ in 0..count {
+            assert_eq!(receive::<&str>(), "done");
+        }
+    }
+
     /// Kept control blocks own a reference to the VM's shared state: dropping the VM must
     /// still free it (the runtime drops what its workers kept when it joins them).
     #[test]
@@ -376,28 +398,13 @@ mod tests {
 
     /// A scheduler keeps the blocks of processes that ended on it beyond its own store in the
     /// runtime-wide one, and a worker whose store is empty refills from there: so blocks flow
-    /// from the worker where processes end to the one where they are spawned. (The processes
-    /// wait until all are spawned and end in one burst: in a plain spawn loop the children end
-    /// between the spawner's batches, and the next batch reuses their blocks.)
+    /// from the worker where processes end to the one where they are spawned (the processes end
+    /// in one burst, see `release_parked`).
     #[test]
     fn finished_blocks_beyond_a_workers_store_are_kept_for_other_workers() {
         let vm = Vm::builder().schedulers(1).build().unwrap();
         let result = vm.run(|| {
-            let root = crate::self_pid();
-            let children: Vec<crate::Pid> = (0..1000u32)
-                .map(|i| {
-                    spawn(move || {
-                        receive::<()>();
-                        send(root, i);
-                    })
-                })
-                .collect();
-            for child in children {
-                send(child, ());
-            }
-            for _ in 0..1000 {
-                receive::<u32>();
-            }
+            release_parked(1000);
             let runtime = &current("test").vm.runtime;
             let kept = runtime.recycled_len();
             // Worker 1 is a spare that never ran anything: its own store is empty.
@@ -424,23 +431,9 @@ mod tests {
         let vm = Vm::builder().schedulers(2).build().unwrap();
         let kept = vm
             .run(|| {
-                let root = crate::self_pid();
                 let mut most = 0;
                 for _ in 0..5 {
-                    let children: Vec<crate::Pid> = (0..10_000u32)
-                        .map(|i| {
-                            spawn(move || {
-                                receive::<()>();
-                                send(root, i);
-                            })
-                        })
-                        .collect();
-                    for child in children {
-                        send(child, ());
-                    }
-                    for _ in 0..10_000 {
-                        receive::<u32>();
-                    }
+                    release_parked(10_000);
                     most = most.max(current("test").vm.runtime.recycled_len());
                 }
                 most
@@ -467,22 +460,8 @@ mod tests {
         let vm = Vm::builder().schedulers(2).build().unwrap();
         let used = vm
             .run(|| {
-                let root = crate::self_pid();
                 for _ in 0..3 {
-                    let pids: Vec<crate::Pid> = (0..20_000)
-                        .map(|_| {
-                            spawn(move || {
-                                let () = receive::<()>();
-                                send(root, "done");
-                            })
-                        })
-                        .collect();
-                    for pid in pids {
-                        send(pid, ());
-                    }
-                    for _ in 0..20_000 {
-                        assert_eq!(receive::<&str>(), "done");
-                    }
+                    release_parked(20_000);
                     // Let the last ones finish (after their send) before the next wave.
                     process::sleep(std::time::Duration::from_millis(20));
                 }

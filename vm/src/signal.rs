@@ -157,12 +157,6 @@ impl SignalState {
         !self.dead && self.kill.is_none() && process.is_alive()
     }
 
-    /// Whether the process is linked to `pid`.
-    pub(crate) fn is_linked(&self, pid: Pid) -> bool {
-        self.relations()
-            .is_some_and(|relations| relations.links.contains(&pid))
-    }
-
     /// Removes the link to `pid`; says whether there was one.
     pub(crate) fn remove_link(&mut self, pid: Pid) -> bool {
         self.relations
@@ -237,8 +231,7 @@ pub(crate) fn link(me: &Handle<Process>, other: &Handle<Process>) {
         grow::push(&mut theirs.relations_mut().noproc_on_exit, (me.pid, None));
         return;
     }
-    if !mine.is_linked(other.pid) {
-        mine.relations_mut().links.insert(other.pid);
+    if mine.relations_mut().links.insert(other.pid) {
         theirs.relations_mut().links.insert(me.pid);
     }
 }
