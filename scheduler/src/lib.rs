@@ -87,8 +87,10 @@
 //! The top of each worker thread's glibc arena is another matter: `malloc_trim` releases free
 //! chunks inside a thread arena's heap but not its top chunk, which glibc shrinks only when the
 //! thread frees a chunk of 64 KiB or more while the top exceeds the trim threshold (128 KiB
-//! unless raised dynamically). Each worker's pass frees one such chunk (`trim_own_arena_top`
-//! in `runtime.rs`), so an idle VM's arena tops shrink too; but while the VM is busy, and in
+//! unless raised dynamically), and then only down to a pad of 128 KiB (`M_TOP_PAD`) that stays
+//! resident once touched. Each worker's pass frees one such chunk, carved from the top and its
+//! pages discarded first (`trim_own_arena_top` in `runtime.rs`; `tests/memory_arena_pad.rs`), so
+//! an idle VM's arena tops shrink, pads included; but while the VM is busy, and in
 //! any reading taken then, they stay at their high-water mark. So what a worker allocates and
 //! frees over and over must stay small. The run
 //! queues' buffers live there (crossbeam-deque grows a deque by doubling past 64 entries and

@@ -173,14 +173,18 @@ fn run_with_idle(config: CyclesConfig, idle: Duration) -> bool {
     let last = Reading::now();
     std::thread::sleep(idle);
     let last_idle = Reading::now();
+    // The last readings are compared with the first batch's (same moment: right away or
+    // after idling) and with the empty VM's, the RSS the cycles started with.
     let show = |label: &str, reading: Reading, against: Option<Reading>| {
         let heap = reading.heap_in_use.map_or(String::new(), |bytes| {
             format!(", heap in use {} KiB", bytes >> 10)
         });
-        let change = against.map_or(String::new(), |base| {
+        let percent = |base: Reading| (reading.rss as f64 / base.rss as f64 - 1.0) * 100.0;
+        let change = against.map_or(String::new(), |first| {
             format!(
-                " ({:+.1} %)",
-                (reading.rss as f64 / base.rss as f64 - 1.0) * 100.0
+                " ({:+.1} % on the first batch, {:+.1} % on the empty VM)",
+                percent(first),
+                percent(empty)
             )
         });
         println!(
