@@ -9,10 +9,8 @@
 
 mod heavy_common;
 
-use std::time::Duration;
-
-use heavy_common::{guarded, rss_bytes, wait_for_rss_at_most};
-use starling::{receive, self_pid, send, spawn, Vm};
+use heavy_common::{burst_then_idle, guarded, AfterBurst};
+use starling::{receive, self_pid, send, spawn};
 
 /// Processes in the burst; each sends the root one inline message.
 const PROCESSES: u64 = 100_000;
@@ -21,28 +19,22 @@ const PROCESSES: u64 = 100_000;
 /// for the first time, and the headers of an arena a worker made for its first allocation.
 const SLACK: usize = 48 << 10;
 
-/// How long the VM gets to go idle and give memory back (a pass at most once a second, each
-/// worker its own).
-const WITHIN: Duration = Duration::from_secs(20);
-
 #[test]
 fn an_idle_vm_gives_back_its_arenas_top_pads() {
     guarded("arena pads after a burst", || {
-        let vm = Vm::new();
-        assert_eq!(vm.run(|| 1 + 1), Ok(2));
-        // Past the runtime's first second (no give-back happens in it) and idle.
-        std::thread::sleep(Duration::from_millis(2_500));
-        let before = rss_bytes();
-        vm.run(|| {
+        let burst = || {
             let root = self_pid();
             for i in 0..PROCESSES {
                 spawn(move || send(root, i));
             }
             let sum: u64 = (0..PROCESSES).map(|_| receive::<u64>()).sum();
             assert_eq!(sum, PROCESSES * (PROCESSES - 1) / 2);
-        })
-        .expect("the root process failed");
-        let (now, waited) = wait_for_rss_at_most(before + SLACK, WITHIN);
+        };
+        let AfterBurst {
+            before,
+            now,
+            waited,
+        } = burst_then_idle(burst, SLACK);
         println!(
             "memory: {} KiB before the burst, {:+} KiB {:.1} s after it",
             before >> 10,

@@ -9,10 +9,8 @@
 
 mod heavy_common;
 
-use std::time::Duration;
-
-use heavy_common::{guarded, mib, rss_bytes, wait_for_rss_at_most};
-use starling::{receive, self_pid, send, spawn, Vm};
+use heavy_common::{burst_then_idle, guarded, mib, AfterBurst};
+use starling::{receive, self_pid, send, spawn};
 
 /// Messages in the burst.
 const MESSAGES: u64 = 100_000;
@@ -22,31 +20,25 @@ const MESSAGES: u64 = 100_000;
 /// two runs of three (in the third the messages had not come from the top).
 const SLACK: usize = 1 << 20;
 
-/// How long the VM gets to go idle and give memory back (a pass at most once a second, each
-/// worker its own).
-const WITHIN: Duration = Duration::from_secs(20);
-
 /// A message too large to travel inline in its envelope.
 type Boxed = [u64; 6];
 
 #[test]
 fn an_idle_vm_shrinks_its_arenas_after_a_burst_of_boxed_messages() {
     guarded("arena tops after a burst", || {
-        let vm = Vm::new();
-        assert_eq!(vm.run(|| 1 + 1), Ok(2));
-        // Past the runtime's first second (no give-back happens in it) and idle.
-        std::thread::sleep(Duration::from_millis(2_500));
-        let before = rss_bytes();
-        vm.run(|| {
+        let burst = || {
             let root = self_pid();
             for i in 0..MESSAGES {
                 spawn(move || send(root, [i; 6]));
             }
             let sum: u64 = (0..MESSAGES).map(|_| receive::<Boxed>()[5]).sum();
             assert_eq!(sum, MESSAGES * (MESSAGES - 1) / 2);
-        })
-        .expect("the root process failed");
-        let (now, waited) = wait_for_rss_at_most(before + SLACK, WITHIN);
+        };
+        let AfterBurst {
+            before,
+            now,
+            waited,
+        } = burst_then_idle(burst, SLACK);
         println!(
             "memory: {:.2} MiB before the burst, {:.2} MiB {:.1} s after it",
             mib(before),

@@ -1,36 +1,15 @@
-//! Ten million spawn/exit cycles end with the resident set the first wave left (the VM gives
-//! memory back when idle), and leak nothing per cycle after a warm-up. Alone in its test binary: it compares this OS process's `VmRSS`
-//! before and after, which another test's allocations in the same process would skew.
-//!
-//! The guard is absolute, not relative: what is left after the VM gives memory back varies by a
-//! hundred KiB or two from run to run (measured with `/proc/self/smaps` diffs and a malloc
-//! tracer): +2.9 to +7.5 % over the first wave in eleven runs, most of them +3 to +5 %; +2.4 to
-//! +4.6 % in six runs since a mailbox keeps its first message inline; +2.8 to +4.9 % in six
-//! runs since its queues cost a word each until first used; +2.5 to +4.5 % in eight runs with
-//! the spawn credit and the smaller frames (a worker-local store of finished processes raised
-//! it to +2.6 to +6.4 % and was reverted).
-//! - glibc's per-thread arenas can end higher than after the first wave (`malloc_trim` does
-//!   not shrink the top of a thread's heap): a wave's root grows its mailbox to 100,000
-//!   messages and frees it; the run queues no longer grow in a spawn loop (they did until the
-//!   scheduler bounded a spawner's batch of new processes, and the drift was +7 to +16 %);
-//! - when a later wave has more processes alive at once than the first, the process table's
-//!   next segment is allocated (128 KiB for indices 3,072 to 7,167): live memory that stays;
-//! - a spare thread the watchdog started brings a glibc arena of its own (in a virtual
-//!   machine, time the hypervisor takes from a CPU can still look like a long computation).
-//!
-//! A leak of even 0.2 bytes per cycle would cross the guard.
-
 //! Ten million spawn/exit cycles end within 5 % of the RSS they started with (an empty VM that
 //! had idled), issue 4's target, and leak nothing per cycle after a warm-up. Alone in its test
 //! binary: it compares this OS process's `VmRSS` before and after, which another test's
 //! allocations in the same process would skew.
 //!
 //! Measured since the idle workers discard their glibc arenas' top pads: +1.5 to +2.0 % on the
-//! empty VM (+0.6 to +1.0 % on the first wave) in four runs; +2.9 to +3.4 % in four runs with
-//! both cores loaded by other programs, where the watchdog saw 16 to 22 long schedules and
-//! started spare threads. Before, +2.2 to +3.9 % on the first wave, whose own reading already held one
-//! arena pad (128 KiB) per worker more than the empty VM. What is left varies by a hundred KiB
-//! or so from run to run (measured with `/proc/self/smaps` diffs and a malloc tracer):
+//! empty VM (+0.6 to +1.0 % on the first wave) in seven quiet runs; +2.4 to +3.8 % in six runs
+//! where the host was busy (four with both cores loaded by other programs) and the watchdog saw
+//! 14 to 40 long schedules and started spare threads. Before, +2.2 to +3.9 % on the first wave, whose own reading already
+//! held one arena pad (128 KiB) per worker more than the empty VM. What is left varies by a
+//! hundred KiB or so from run to run (measured with `/proc/self/smaps` diffs and a malloc
+//! tracer):
 //! - the code the waves run for the first time (file pages of the test binary);
 //! - glibc's per-thread caches and free chunks an arena cannot return because a live chunk
 //!   shares their page;

@@ -1,6 +1,7 @@
 //! Shared helpers for the heavy integration tests (`million.rs`, `memory.rs`, `memory_cycles.rs`,
-//! `memory_monitors.rs`, `stack_overflow.rs`, `limits.rs`, `starvation.rs`, `blocking.rs`): a
-//! hang guard, the resident set size, a spinner that never calls the VM, a recursion of known
+//! `memory_monitors.rs`, `memory_idle.rs`, `memory_arena_top.rs`, `memory_arena_pad.rs`,
+//! `stack_overflow.rs`, `limits.rs`, `starvation.rs`, `blocking.rs`): a hang guard, the resident
+//! set size and waits for it to fall, a spinner that never calls the VM, a recursion of known
 //! stack depth, an echo process, and percentiles.
 //!
 //! Every test runs its body on a helper OS thread and waits for it with a deadline, so a VM
@@ -66,6 +67,35 @@ pub fn wait_for_rss_at_most(limit: usize, within: Duration) -> (usize, Duration)
         now = rss_bytes();
     }
     (now, start.elapsed())
+}
+
+/// What [`burst_then_idle`] read: the RSS before the burst, the last reading after it, and how
+/// long the VM had idled by then.
+pub struct AfterBurst {
+    pub before: usize,
+    pub now: usize,
+    pub waited: Duration,
+}
+
+/// Runs `burst` as the root of a VM that has run once and idled past the runtime's first second
+/// (no give-back happens in it), then waits up to 20 s for the RSS to fall to at most `slack`
+/// above its reading before the burst (a give-back pass runs at most once a second, each worker
+/// its own).
+pub fn burst_then_idle<F>(burst: F, slack: usize) -> AfterBurst
+where
+    F: FnOnce() + Send + 'static,
+{
+    let vm = Vm::new();
+    assert_eq!(vm.run(|| 1 + 1), Ok(2));
+    std::thread::sleep(Duration::from_millis(2_500));
+    let before = rss_bytes();
+    vm.run(burst).expect("the root process failed");
+    let (now, waited) = wait_for_rss_at_most(before + slack, Duration::from_secs(20));
+    AfterBurst {
+        before,
+        now,
+        waited,
+    }
 }
 
 /// Bytes as MiB, for printing.
