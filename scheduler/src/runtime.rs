@@ -50,8 +50,8 @@ const ARENA_TRIM_NUDGE: usize = 124 << 10;
 ///
 /// Even trimmed, the top keeps a pad of 128 KiB (`M_TOP_PAD`), which a busy arena has touched:
 /// 128 KiB stayed resident per worker that had ever allocated much, the largest part of what
-/// an idle VM kept above an empty one after ten million cycles (`starling cycles`: +11 to +12 %
-/// of a 3 MiB probe program; now +4.5 to +6.5 %). The block is carved from the start of the
+/// an idle VM kept above an empty one after ten million cycles (a 3 MiB probe program running
+/// W1's cycle in batches of 100,000: +11 to +12 %; now +4.5 to +6.5 %). The block is carved from the start of the
 /// top when no free chunk fits, so before it is freed its whole pages are discarded: the pad
 /// is no longer resident until the thread allocates from it again.
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
