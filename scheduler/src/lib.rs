@@ -81,8 +81,16 @@
 //! finished processes the workers kept for reuse (`Config::recycle`: a worker that held the last
 //! reference to a finished process keeps it, up to a bound, so the next spawn on it reuses the
 //! allocation; a full worker hands half of what it keeps to a runtime-wide store, from which a
-//! worker with none refills), the pages of freed saved-frame buffers and control blocks (the
-//! block store, `frames.rs`), and freed heap (`malloc_trim`).
+//! worker with none refills), the pages of freed saved-frame buffers, control blocks and
+//! [`Block`]s (the block store, `frames.rs`, whose free lists live inside the free buffers, and
+//! whose returned pages are carved again by whichever size class needs memory next), and freed
+//! heap (`malloc_trim`).
+//!
+//! What the VM allocates by the hundred thousand in a burst (boxed messages, `Down`s and
+//! `Exit`s, links-and-monitors records) is therefore a [`Block`], not a `Box`: from glibc, a
+//! burst grew the worker arenas by megabytes, and afterwards the chunks glibc's per-thread
+//! caches kept were scattered over them and pinned their pages for good, which no public glibc
+//! call empties (`tests/memory_relations_burst.rs`).
 //!
 //! The top of each worker thread's glibc arena is another matter: `malloc_trim` releases free
 //! chunks inside a thread arena's heap but not its top chunk, which glibc shrinks only when the
@@ -205,7 +213,7 @@ mod worker;
 pub use blocking::{BlockingPool, DEFAULT_BLOCKING_IDLE, DEFAULT_BLOCKING_THREADS};
 pub use context::{current_process, in_process};
 pub use fiber::{Fiber, FiberStatus, REDUCTIONS_PER_SLICE};
-pub use handle::Handle;
+pub use handle::{Block, Handle};
 pub use runtime::{
     Config, LongScheduleHook, Padded, Runtime, StartError, TimerHandle, DEFAULT_MAX_SLOTS,
     DEFAULT_SLOT_SIZE, DEFAULT_SPARES, RECYCLE_SPILL_BATCHES,
