@@ -11,7 +11,9 @@
 //! An [`Envelope`] has room for three machine words. A message that fits (size ≤ 24 bytes,
 //! alignment ≤ 8, which covers integers, pids, small tuples and enums of them, `String` and
 //! `Vec` handles) is moved into that room; a larger one is boxed and the box's pointer is stored
-//! there instead. A per-type table of functions (`MessageType`) knows how to view, take and drop
+//! there instead. The box is a [`Block`] from the scheduler's block store, not glibc's heap: a
+//! burst of boxed messages (100,000 `Down`s queued for one monitoring process) then leaves no
+//! pages behind once they are received (see `Block`). A per-type table of functions (`MessageType`) knows how to view, take and drop
 //! the value either way, so the rest of the VM sees only `&dyn Any` and typed takes.
 //!
 //! # Invariants
@@ -22,13 +24,16 @@
 
 use std::any::Any;
 use std::mem::{align_of, size_of, ManuallyDrop, MaybeUninit};
+use std::ptr::NonNull;
+
+use starling_scheduler::Block;
 
 /// Room for an inline message, in machine words.
 const INLINE_WORDS: usize = 3;
 
 /// How to handle the value of one message type.
 struct MessageType {
-    /// The value is stored inline (else `payload` holds a `Box<M>`'s raw pointer).
+    /// The value is stored inline (else `payload` holds a `Block<M>`'s raw pointer).
     inline: bool,
     /// Views the value as `&dyn Any`.
     view: unsafe fn(*const Payload) -> *const (dyn Any + Send),
@@ -91,9 +96,9 @@ unsafe fn view_inline<M: Any + Send>(payload: *const Payload) -> *const (dyn Any
 }
 
 /// # Safety
-/// `payload` holds a `Box<M>`'s raw pointer (invariant 1).
+/// `payload` holds a `Block<M>`'s raw pointer (invariant 1).
 unsafe fn view_boxed<M: Any + Send>(payload: *const Payload) -> *const (dyn Any + Send) {
-    // SAFETY: the caller guarantees the first word is the box's pointer.
+    // SAFETY: the caller guarantees the first word is the block's pointer.
     unsafe { *(payload as *const *const M) as *const (dyn Any + Send) }
 }
 
@@ -105,10 +110,10 @@ unsafe fn drop_inline<M: Any + Send>(payload: *mut Payload) {
 }
 
 /// # Safety
-/// `payload` holds a `Box<M>`'s raw pointer, which is not used afterwards.
+/// `payload` holds a `Block<M>`'s raw pointer, which is not used afterwards.
 unsafe fn drop_boxed<M: Any + Send>(payload: *mut Payload) {
-    // SAFETY: the caller guarantees the pointer came from `Box::into_raw` and is owned.
-    drop(unsafe { Box::from_raw(*(payload as *mut *mut M)) })
+    // SAFETY: the caller guarantees the pointer came from `Block::into_raw` and is owned.
+    drop(unsafe { Block::from_raw(*(payload as *mut NonNull<M>)) })
 }
 
 impl Envelope {
@@ -121,9 +126,9 @@ impl Envelope {
             // SAFETY: `M` fits the payload's size and alignment (`inline`).
             unsafe { (payload.as_mut_ptr() as *mut M).write(message) };
         } else {
-            let raw = Box::into_raw(Box::new(message));
+            let raw = Block::into_raw(Block::new(message));
             // SAFETY: the payload has room for a pointer.
-            unsafe { (payload.as_mut_ptr() as *mut *mut M).write(raw) };
+            unsafe { (payload.as_mut_ptr() as *mut NonNull<M>).write(raw) };
         }
         Envelope { payload, kind }
     }
@@ -164,8 +169,10 @@ impl Envelope {
             // `ManuallyDrop` keeps the envelope from dropping it again.
             unsafe { (this.payload.as_ptr() as *const M).read() }
         } else {
-            // SAFETY: the payload holds a `Box<M>`'s pointer (checked above), reclaimed once.
-            *unsafe { Box::from_raw(*(this.payload.as_ptr() as *const *mut M)) }
+            // SAFETY: the payload holds a `Block<M>`'s pointer (checked above), reclaimed once.
+            let raw = unsafe { *(this.payload.as_ptr() as *const NonNull<M>) };
+            // SAFETY: as above.
+            Block::into_inner(unsafe { Block::from_raw(raw) })
         }
     }
 

@@ -49,7 +49,9 @@
 //!   vector moves to a new buffer instead of `realloc`, whose in-place growth filled glibc's
 //!   per-thread caches with odd-sized leftovers; `tests/memory_monitors.rs`).
 //! - Links and monitors: `signal.rs` (two locks per link or monitor, hash sets and maps so
-//!   that a process watching N others pays O(1), not O(N), as each of them ends).
+//!   that a process watching N others pays O(1), not O(N), as each of them ends; a single link
+//!   or monitor is held inline, and the record of them is a block-store `Block`, as is a boxed
+//!   message: `tests/memory_relations_burst.rs`).
 //! - Stack slots, run queues, stealing, parking, timers and reductions: the docs of
 //!   `starling-scheduler`.
 //!

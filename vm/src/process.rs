@@ -101,15 +101,15 @@ pub(crate) fn info_of(target: &Process) -> ProcessInfo {
         memory: target.memory(),
         links: state
             .relations()
-            .map(|r| r.links.iter().copied().collect())
+            .map(|r| r.links.iter().map(|(pid, ())| *pid).collect())
             .unwrap_or_default(),
         monitors: state
             .relations()
-            .map(|r| r.monitors.values().copied().collect())
+            .map(|r| r.monitors.iter().map(|(_, pid)| *pid).collect())
             .unwrap_or_default(),
         monitored_by: state
             .relations()
-            .map(|r| r.monitored_by.values().copied().collect())
+            .map(|r| r.monitored_by.iter().map(|(_, pid)| *pid).collect())
             .unwrap_or_default(),
         trap_exit: state.trap_exit,
         registered_name: state.relations().and_then(|r| r.registered_name.clone()),

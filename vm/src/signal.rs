@@ -41,11 +41,11 @@
 //!   guarantees with no work on the message path.
 //! - *One global lock for links*: serializes every spawn_link and exit of the whole VM.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::MutexGuard;
 
-use starling_scheduler::Handle;
+use starling_scheduler::{Block, Handle};
 
 use crate::control_block::{ExitHook, Process};
 use crate::envelope::Envelope;
@@ -57,7 +57,9 @@ use crate::pid::Pid;
 /// Exit flags, kill state, links, monitors and name of one process. Under `Process::signals`.
 ///
 /// Most processes never link, monitor or register, so those live in a box allocated on first
-/// use: a parked process costs a pointer for them, not five collections.
+/// use: a parked process costs a pointer for them, not five collections. The box is a
+/// [`Block`] from the block store, so that a burst of 100,000 monitored or linked processes
+/// leaves no pages of glibc's heap behind once they end (see `Block`).
 #[derive(Default)]
 pub(crate) struct SignalState {
     /// The process has ended (set once, in `terminate`).
@@ -67,7 +69,7 @@ pub(crate) struct SignalState {
     /// Boxed, like `relations`: most processes are never killed, and every byte here is a byte
     /// of every parked process (W2).
     pub(crate) kill: Option<Box<ExitReason>>,
-    pub(crate) relations: Option<Box<Relations>>,
+    pub(crate) relations: Option<Block<Relations>>,
 }
 
 /// A hasher for pids and monitor references (a few integers each): multiply-rotate, like
@@ -98,11 +100,106 @@ impl Hasher for RelationHasher {
 type BuildRelationHasher = BuildHasherDefault<RelationHasher>;
 
 /// The processes a process is linked to.
-pub(crate) type Links = HashSet<Pid, BuildRelationHasher>;
+pub(crate) type Links = RelationMap<Pid, ()>;
 
 /// Monitors by reference: the monitored process (in the watcher) or the watcher (in the
 /// monitored process).
-pub(crate) type Monitors = HashMap<MonitorRef, Pid, BuildRelationHasher>;
+pub(crate) type Monitors = RelationMap<MonitorRef, Pid>;
+
+/// A map of a process's links or monitors: inline while it holds one entry, hashed beyond.
+///
+/// Most related processes have exactly one relation of a kind (a worker monitored by its
+/// supervisor, a task linked to its caller). Inline, that relation costs no allocation of its
+/// own: a hash map's first table came from glibc, and after a burst of 100,000 such processes
+/// glibc's per-thread caches kept chunks of it scattered over the worker arenas, pinning their
+/// pages. A process with many (the supervisor itself) gets a hash map, so that each of its
+/// relations is found in O(1) (see [`Relations`]).
+pub(crate) enum RelationMap<K, V> {
+    Inline(Option<(K, V)>),
+    Hashed(HashMap<K, V, BuildRelationHasher>),
+}
+
+impl<K, V> Default for RelationMap<K, V> {
+    fn default() -> Self {
+        RelationMap::Inline(None)
+    }
+}
+
+impl<K: Copy + Eq + std::hash::Hash, V> RelationMap<K, V> {
+    /// Inserts `key`; returns the value it had, if it was there.
+    pub(crate) fn insert(&mut self, key: K, value: V) -> Option<V> {
+        match self {
+            RelationMap::Inline(slot @ None) => {
+                *slot = Some((key, value));
+                None
+            }
+            RelationMap::Inline(Some((held, old))) if *held == key => {
+                Some(std::mem::replace(old, value))
+            }
+            RelationMap::Inline(Some(_)) => {
+                let RelationMap::Inline(Some((held, old))) = std::mem::take(self) else {
+                    unreachable!("matched above")
+                };
+                let mut map = HashMap::with_capacity_and_hasher(2, BuildRelationHasher::default());
+                map.insert(held, old);
+                map.insert(key, value);
+                *self = RelationMap::Hashed(map);
+                None
+            }
+            RelationMap::Hashed(map) => map.insert(key, value),
+        }
+    }
+
+    /// Removes `key`; returns its value, if it was there.
+    pub(crate) fn remove(&mut self, key: &K) -> Option<V> {
+        match self {
+            RelationMap::Inline(slot) if slot.as_ref().is_some_and(|(held, _)| held == key) => {
+                slot.take().map(|(_, value)| value)
+            }
+            RelationMap::Inline(_) => None,
+            RelationMap::Hashed(map) => map.remove(key),
+        }
+    }
+
+    /// The entries, in no particular order.
+    pub(crate) fn iter(&self) -> impl Iterator<Item = (&K, &V)> {
+        let (inline, hashed) = match self {
+            RelationMap::Inline(slot) => (slot.as_ref(), None),
+            RelationMap::Hashed(map) => (None, Some(map)),
+        };
+        let inline = inline.into_iter().map(|(key, value)| (key, value));
+        inline.chain(hashed.into_iter().flatten())
+    }
+}
+
+impl<K, V> IntoIterator for RelationMap<K, V> {
+    type Item = (K, V);
+    type IntoIter = RelationIntoIter<K, V>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        match self {
+            RelationMap::Inline(slot) => RelationIntoIter::Inline(slot.into_iter()),
+            RelationMap::Hashed(map) => RelationIntoIter::Hashed(map.into_iter()),
+        }
+    }
+}
+
+/// The entries of a [`RelationMap`], by value.
+pub(crate) enum RelationIntoIter<K, V> {
+    Inline(std::option::IntoIter<(K, V)>),
+    Hashed(std::collections::hash_map::IntoIter<K, V>),
+}
+
+impl<K, V> Iterator for RelationIntoIter<K, V> {
+    type Item = (K, V);
+
+    fn next(&mut self) -> Option<(K, V)> {
+        match self {
+            RelationIntoIter::Inline(entries) => entries.next(),
+            RelationIntoIter::Hashed(entries) => entries.next(),
+        }
+    }
+}
 
 /// The links, monitors, name and exit hook of a process that has any.
 ///
@@ -131,7 +228,7 @@ impl SignalState {
     pub(crate) fn with_exit_hook(on_exit: Option<ExitHook>) -> SignalState {
         SignalState {
             relations: on_exit.map(|hook| {
-                Box::new(Relations {
+                Block::new(Relations {
                     on_exit: Some(hook),
                     ..Relations::default()
                 })
@@ -147,7 +244,7 @@ impl SignalState {
 
     /// The process's relations, created on first use.
     pub(crate) fn relations_mut(&mut self) -> &mut Relations {
-        self.relations.get_or_insert_with(Box::default)
+        self.relations.get_or_insert_with(Block::default)
     }
 
     /// Returns `true` if the process (whose state this is) can still be linked to, monitored or
@@ -161,7 +258,7 @@ impl SignalState {
     pub(crate) fn remove_link(&mut self, pid: Pid) -> bool {
         self.relations
             .as_mut()
-            .is_some_and(|relations| relations.links.remove(&pid))
+            .is_some_and(|relations| relations.links.remove(&pid).is_some())
     }
 }
 
@@ -231,8 +328,8 @@ pub(crate) fn link(me: &Handle<Process>, other: &Handle<Process>) {
         grow::push(&mut theirs.relations_mut().noproc_on_exit, (me.pid, None));
         return;
     }
-    if mine.relations_mut().links.insert(other.pid) {
-        theirs.relations_mut().links.insert(me.pid);
+    if mine.relations_mut().links.insert(other.pid, ()).is_none() {
+        theirs.relations_mut().links.insert(me.pid, ());
     }
 }
 
@@ -369,7 +466,7 @@ pub(crate) fn propagate_exit(me: &Handle<Process>, reason: &ExitReason) -> Optio
         state.relations.take()
     };
     // Most processes never link, monitor or register.
-    let mut relations = *relations?;
+    let mut relations = Block::into_inner(relations?);
     let hook = relations.on_exit.take();
     propagate_relations(me, reason, relations);
     hook
@@ -396,7 +493,7 @@ fn propagate_relations(me: &Handle<Process>, reason: &ExitReason, relations: Rel
             }
         }
     }
-    for linked_pid in links {
+    for (linked_pid, ()) in links {
         let Some(linked) = vm.table.get(linked_pid) else {
             continue;
         };
