@@ -1,8 +1,8 @@
 //! Shared helpers for the heavy integration tests (`million.rs`, `memory.rs`, `memory_cycles.rs`,
 //! `memory_monitors.rs`, `memory_idle.rs`, `memory_arena_top.rs`, `memory_arena_pad.rs`,
-//! `stack_overflow.rs`, `limits.rs`, `starvation.rs`, `blocking.rs`): a hang guard, the resident
-//! set size and waits for it to fall, a spinner that never calls the VM, a recursion of known
-//! stack depth, an echo process, and percentiles.
+//! `memory_relations_burst.rs`, `stack_overflow.rs`, `limits.rs`, `starvation.rs`,
+//! `blocking.rs`): a hang guard, the resident set size and waits for it to fall, a spinner that
+//! never calls the VM, a recursion of known stack depth, an echo process, and percentiles.
 //!
 //! Every test runs its body on a helper OS thread and waits for it with a deadline, so a VM
 //! that deadlocks or starves makes the test FAIL with a message instead of hanging the suite.
@@ -81,11 +81,19 @@ pub struct AfterBurst {
 /// (no give-back happens in it), then waits up to 20 s for the RSS to fall to at most `slack`
 /// above its reading before the burst (a give-back pass runs at most once a second, each worker
 /// its own).
+///
+/// The VM reports schedules only from 500 ms (default 5 ms), so that the host's noise does not
+/// make its watchdog start spare threads during the burst: each costs its thread stack's
+/// touched pages and an arena of its own for as long as it lives (+20 to +50 KiB in the
+/// readings of the tests that use this, against the tens of KiB they check).
 pub fn burst_then_idle<F>(burst: F, slack: usize) -> AfterBurst
 where
     F: FnOnce() + Send + 'static,
 {
-    let vm = Vm::new();
+    let vm = Vm::builder()
+        .long_schedule(Duration::from_millis(500))
+        .build()
+        .expect("a VM with the default schedulers builds");
     assert_eq!(vm.run(|| 1 + 1), Ok(2));
     std::thread::sleep(Duration::from_millis(2_500));
     let before = rss_bytes();
