@@ -15,7 +15,7 @@
 
 mod heavy_common;
 
-use heavy_common::{burst_then_idle, guarded, AfterBurst};
+use heavy_common::{burst_then_idle, guarded};
 use starling::{process, receive, self_pid, send, spawn, spawn_link, spawn_monitor, Down, Exit};
 use starling::{ExitReason, Pid};
 
@@ -65,30 +65,14 @@ fn an_idle_vm_gives_back_what_bursts_of_monitors_links_and_boxed_messages_used()
     guarded(
         "memory after monitor, link and boxed-message bursts",
         || {
-            let AfterBurst {
-                before,
-                now,
-                waited,
-            } = burst_then_idle(
-                || {
-                    monitors();
-                    links();
-                    boxed_messages();
-                },
+            let bursts = || {
+                monitors();
+                links();
+                boxed_messages();
+            };
+            burst_then_idle(bursts, SLACK).check(
+                &format!("bursts of {PROCESSES} monitored, linked and boxed-message cycles"),
                 SLACK,
-            );
-            println!(
-                "memory: {} KiB before the bursts, {:+} KiB {:.1} s after them",
-                before >> 10,
-                (now as i64 - before as i64) / 1024,
-                waited.as_secs_f64()
-            );
-            assert!(
-                now <= before + SLACK,
-                "the idle VM kept {} KiB more than before bursts of {PROCESSES} monitored, linked \
-             and boxed-message cycles (slack {} KiB)",
-                (now as i64 - before as i64) / 1024,
-                SLACK >> 10
             );
         },
     );

@@ -77,6 +77,31 @@ pub struct AfterBurst {
     pub waited: Duration,
 }
 
+impl AfterBurst {
+    /// KiB the idle VM held above its reading before the burst (negative: below it).
+    pub fn kib_above(&self) -> i64 {
+        (self.now as i64 - self.before as i64) / 1024
+    }
+
+    /// Prints the readings, then asserts that the idle VM was within `slack` bytes of its RSS
+    /// before `what` (e.g. "a burst of 100000 spawn/exit cycles").
+    #[track_caller]
+    pub fn check(&self, what: &str, slack: usize) {
+        println!(
+            "memory: {} KiB before {what}, {:+} KiB {:.1} s after",
+            self.before >> 10,
+            self.kib_above(),
+            self.waited.as_secs_f64()
+        );
+        assert!(
+            self.now <= self.before + slack,
+            "the idle VM kept {} KiB more than before {what} (slack {} KiB)",
+            self.kib_above(),
+            slack >> 10
+        );
+    }
+}
+
 /// Runs `burst` as the root of a VM that has run once and idled past the runtime's first second
 /// (no give-back happens in it), then waits up to 20 s for the RSS to fall to at most `slack`
 /// above its reading before the burst (a give-back pass runs at most once a second, each worker
