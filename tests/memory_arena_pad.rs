@@ -9,11 +9,7 @@
 
 mod heavy_common;
 
-use heavy_common::{burst_then_idle, guarded};
-use starling::{receive, self_pid, send, spawn};
-
-/// Processes in the burst; each sends the root one inline message.
-const PROCESSES: u64 = 100_000;
+use heavy_common::{burst_then_idle, guarded, wave, WAVE};
 
 /// What the idle VM may keep above the RSS it had before the burst: the code the burst ran
 /// for the first time, and the headers of an arena a worker made for its first allocation.
@@ -22,15 +18,8 @@ const SLACK: usize = 48 << 10;
 #[test]
 fn an_idle_vm_gives_back_its_arenas_top_pads() {
     guarded("arena pads after a burst", || {
-        let burst = || {
-            let root = self_pid();
-            for i in 0..PROCESSES {
-                spawn(move || send(root, i));
-            }
-            let sum: u64 = (0..PROCESSES).map(|_| receive::<u64>()).sum();
-            assert_eq!(sum, PROCESSES * (PROCESSES - 1) / 2);
-        };
-        burst_then_idle(burst, SLACK)
-            .check(&format!("a burst of {PROCESSES} spawn/exit cycles"), SLACK);
+        // Each of the wave's processes sends the root one inline message.
+        burst_then_idle(|| wave(0), SLACK)
+            .check(&format!("a burst of {WAVE} spawn/exit cycles"), SLACK);
     });
 }

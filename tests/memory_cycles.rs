@@ -6,8 +6,9 @@
 //! Measured since the idle workers discard their glibc arenas' top pads: +1.5 to +2.0 % on the
 //! empty VM (+0.6 to +1.0 % on the first wave) in seven quiet runs; +2.4 to +3.8 % in six runs
 //! where the host was busy (four with both cores loaded by other programs) and the watchdog saw
-//! 14 to 40 long schedules and started spare threads. Before, +2.2 to +3.9 % on the first wave, whose own reading already
-//! held one arena pad (128 KiB) per worker more than the empty VM. What is left varies by a
+//! 14 to 40 long schedules and started spare threads. Before, +2.2 to +3.9 % on the first
+//! wave, whose own reading already held one arena pad (128 KiB) per worker more than the empty
+//! VM. What is left varies by a
 //! hundred KiB or so from run to run (measured with `/proc/self/smaps` diffs and a malloc
 //! tracer):
 //! - the code the waves run for the first time (file pages of the test binary);

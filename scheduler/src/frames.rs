@@ -126,8 +126,7 @@ impl FreeList {
     }
 
     /// Moves every buffer of `other` to the front of this list.
-    fn append(&mut self, other: FreeList) {
-        let mut other = other;
+    fn append(&mut self, mut other: FreeList) {
         while let Some(address) = other.pop() {
             self.push(address);
         }
@@ -354,20 +353,20 @@ pub(crate) fn give_back() {
     }
     // Take the free lists and the pool out (invariant 3): other threads carve new buffers from
     // the bump pointer meanwhile, and what they free goes to the (now empty) lists.
+    let (mut chunks, pool) = {
+        let mut bump = STORE.bump.lock().unwrap_or_else(|e| e.into_inner());
+        if bump.chunks.is_empty() {
+            // Nothing was ever carved, so nothing was freed into the store.
+            return;
+        }
+        (bump.chunks.clone(), std::mem::take(&mut bump.pool))
+    };
+    chunks.sort_unstable();
     let taken: Vec<FreeList> = STORE
         .classes
         .iter()
         .map(|class| std::mem::take(&mut *class.free.lock().unwrap_or_else(|e| e.into_inner())))
         .collect();
-    let (mut chunks, pool) = {
-        let mut bump = STORE.bump.lock().unwrap_or_else(|e| e.into_inner());
-        (bump.chunks.clone(), std::mem::take(&mut bump.pool))
-    };
-    chunks.sort_unstable();
-    if chunks.is_empty() {
-        // Nothing was ever carved, so nothing was freed into the store.
-        return;
-    }
     let (kept, pool) = return_free_pages(&chunks, taken, &pool);
     let mut bump = STORE.bump.lock().unwrap_or_else(|e| e.into_inner());
     bump.pool.extend_from_slice(&pool);
@@ -429,20 +428,19 @@ fn return_free_pages(
     for (class, list) in taken.iter().enumerate() {
         let mut address = list.head;
         while address != 0 {
-            bits.mark(granule_of(address), class + 1);
+            mark(&mut bits, granule_of(address), class + 1);
             // SAFETY: a listed buffer holds the next one's address (invariant 1); the list is
             // ours while this pass holds it (invariant 3).
             address = unsafe { (address as *const usize).read() };
         }
     }
     for &(start, end) in pool {
-        bits.mark(granule_of(start), (end - start) / GRANULE);
+        mark(&mut bits, granule_of(start), (end - start) / GRANULE);
     }
     // The pages to return: every granule free. One bit per page.
-    let pages = chunks.len() * CHUNK / PAGE;
-    let mut returned = vec![0u64; pages.div_ceil(64)];
-    for page in 0..pages {
-        if bits.all_set(page * granules_per_page, granules_per_page) {
+    let mut returned = vec![0u64; (chunks.len() * CHUNK / PAGE).div_ceil(64)];
+    for (page, words) in bits.chunks(granules_per_page / 64).enumerate() {
+        if words.iter().all(|&word| word == u64::MAX) {
             returned[page / 64] |= 1 << (page % 64);
         }
     }
@@ -459,34 +457,23 @@ fn return_free_pages(
         while let Some(address) = list.pop() {
             let first = granule_of(address);
             if !is_returned(first) {
-                bits.clear(first, class + 1);
+                clear(&mut bits, first, class + 1);
                 kept[class].push(address);
             }
         }
     }
     let mut new_pool = Vec::new();
+    let pages_per_chunk = CHUNK / PAGE;
     for (chunk, &base) in chunks.iter().enumerate() {
-        let first_granule = chunk * granules_per_chunk;
-        bits.for_each_run(first_granule, granules_per_chunk, |start, count| {
-            let address = base + (start - first_granule) * GRANULE;
-            new_pool.push((address, address + count * GRANULE));
+        let granules =
+            &bits[chunk * granules_per_chunk / 64..(chunk + 1) * granules_per_chunk / 64];
+        for_each_run(granules, |first, count| {
+            new_pool.push((base + first * GRANULE, base + (first + count) * GRANULE));
         });
-        let first_page = chunk * CHUNK / PAGE;
-        let mut run: Option<usize> = None;
-        for page in 0..CHUNK / PAGE {
-            let free = is_returned((first_page + page) * granules_per_page);
-            match (free, run) {
-                (true, None) => run = Some(page),
-                (false, Some(first)) => {
-                    advise_free(base + first * PAGE, base + page * PAGE);
-                    run = None;
-                }
-                _ => {}
-            }
-        }
-        if let Some(first) = run {
-            advise_free(base + first * PAGE, base + CHUNK);
-        }
+        let pages = &returned[chunk * pages_per_chunk / 64..(chunk + 1) * pages_per_chunk / 64];
+        for_each_run(pages, |first, count| {
+            advise_free(base + first * PAGE, base + (first + count) * PAGE);
+        });
     }
     (kept, new_pool)
 }
@@ -510,67 +497,21 @@ impl Bitmap {
             len,
         }
     }
+}
 
-    fn words(&mut self) -> &mut [u64] {
-        // SAFETY: `len` words of our own mapping, which lives as long as `self`; `&mut self`
-        // makes the borrow unique.
+impl std::ops::Deref for Bitmap {
+    type Target = [u64];
+
+    fn deref(&self) -> &[u64] {
+        // SAFETY: `len` words of our own mapping, which lives as long as `self`.
+        unsafe { std::slice::from_raw_parts(self.words, self.len) }
+    }
+}
+
+impl std::ops::DerefMut for Bitmap {
+    fn deref_mut(&mut self) -> &mut [u64] {
+        // SAFETY: as in `deref`; `&mut self` makes the borrow unique.
         unsafe { std::slice::from_raw_parts_mut(self.words, self.len) }
-    }
-
-    /// Sets bits `[first, first + count)`, a word at a time (a buffer spans at most three
-    /// words).
-    fn mark(&mut self, first: usize, count: usize) {
-        mark(self.words(), first, count);
-    }
-
-    /// Clears bits `[first, first + count)`.
-    fn clear(&mut self, first: usize, count: usize) {
-        let words = self.words();
-        for bit in first..first + count {
-            words[bit / 64] &= !(1 << (bit % 64));
-        }
-    }
-
-    /// Whether bits `[first, first + count)` are all set (`first` and `count` multiples of
-    /// 64).
-    fn all_set(&mut self, first: usize, count: usize) -> bool {
-        self.words()[first / 64..(first + count) / 64]
-            .iter()
-            .all(|&word| word == u64::MAX)
-    }
-
-    /// Calls `run(start, count)` for each maximal run of set bits in `[first, first + count)`
-    /// (`first` and `count` multiples of 64), skipping empty words.
-    fn for_each_run(&mut self, first: usize, count: usize, mut run: impl FnMut(usize, usize)) {
-        let words = &self.words()[first / 64..(first + count) / 64];
-        let mut open: Option<usize> = None;
-        for (index, &word) in words.iter().enumerate() {
-            let base = first + index * 64;
-            if word == 0 || word == u64::MAX {
-                match (word == u64::MAX, open) {
-                    (true, None) => open = Some(base),
-                    (false, Some(start)) => {
-                        run(start, base - start);
-                        open = None;
-                    }
-                    _ => {}
-                }
-                continue;
-            }
-            for bit in 0..64 {
-                match (word >> bit & 1 == 1, open) {
-                    (true, None) => open = Some(base + bit),
-                    (false, Some(start)) => {
-                        run(start, base + bit - start);
-                        open = None;
-                    }
-                    _ => {}
-                }
-            }
-        }
-        if let Some(start) = open {
-            run(start, first + count - start);
-        }
     }
 }
 
@@ -583,6 +524,37 @@ impl Drop for Bitmap {
                 (self.len * 8).next_multiple_of(PAGE),
             );
         }
+    }
+}
+
+/// Calls `run(first, count)` for each maximal run of set bits in `bits` (bit 0 of word 0
+/// first), a word at a time where a word is all set or all clear.
+fn for_each_run(bits: &[u64], mut run: impl FnMut(usize, usize)) {
+    let mut open: Option<usize> = None;
+    let mut step = |set: bool, at: usize| match (set, open) {
+        (true, None) => open = Some(at),
+        (false, Some(first)) => {
+            run(first, at - first);
+            open = None;
+        }
+        _ => {}
+    };
+    for (index, &word) in bits.iter().enumerate() {
+        if word == 0 || word == u64::MAX {
+            step(word == u64::MAX, index * 64);
+        } else {
+            for bit in 0..64 {
+                step(word >> bit & 1 == 1, index * 64 + bit);
+            }
+        }
+    }
+    step(false, bits.len() * 64);
+}
+
+/// Clears bits `[first, first + count)` of `bits`.
+fn clear(bits: &mut [u64], first: usize, count: usize) {
+    for bit in first..first + count {
+        bits[bit / 64] &= !(1 << (bit % 64));
     }
 }
 
@@ -885,6 +857,18 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn for_each_run_finds_every_maximal_run() {
+        let mut bits = [0u64; 4];
+        for (first, count) in [(0, 3), (60, 70), (140, 1), (192, 64)] {
+            mark(&mut bits, first, count);
+        }
+        clear(&mut bits, 100, 2);
+        let mut runs = Vec::new();
+        for_each_run(&bits, |first, count| runs.push((first, count)));
+        assert_eq!(runs, [(0, 3), (60, 40), (102, 28), (140, 1), (192, 64)]);
     }
 
     /// The pages the buffers lie on.

@@ -41,19 +41,19 @@ const ARENA_TRIM_NUDGE: usize = 124 << 10;
 /// `malloc_trim` returns the free pages inside every arena, but shrinks only the main arena's
 /// top chunk, not a thread arena's: that one shrinks only when the thread frees a chunk of at
 /// least 64 KiB (glibc's `heap_trim`, called from `free`). A burst whose memory was carved from
-/// the top last, such as 100,000 boxed messages freed by their receiver, merges back into the
-/// top when freed, and there it stayed resident while the VM idled: after a first batch of
-/// 100,000 such cycles, 5.2 to 6.3 MiB for a 3.4 MiB process, until a later burst happened to
-/// free a large chunk (`starling cycles --style big-message`). So each worker's pass frees one
-/// such chunk. A worker gives memory back itself before it stops owing a pass
+/// the top last merges back into the top when freed, and there it stayed resident while the VM
+/// idled: 100,000 boxed messages freed by their receiver, before those moved to the block store
+/// (`Block`), left 5.2 to 6.3 MiB for a 3.4 MiB process after a first batch of such cycles,
+/// until a later burst happened to free a large chunk; a program's own bursts of allocations do
+/// the same. So each worker's pass frees one such chunk. A worker gives memory back itself before it stops owing a pass
 /// (`WorkerLocal::sleep`), so every worker's arena gets its nudge.
 ///
 /// Even trimmed, the top keeps a pad of 128 KiB (`M_TOP_PAD`), which a busy arena has touched:
 /// 128 KiB stayed resident per worker that had ever allocated much, the largest part of what
 /// an idle VM kept above an empty one after ten million cycles (a 3 MiB probe program running
-/// W1's cycle in batches of 100,000: +11 to +12 %; now +4.5 to +6.5 %). The block is carved from the start of the
-/// top when no free chunk fits, so before it is freed its whole pages are discarded: the pad
-/// is no longer resident until the thread allocates from it again.
+/// W1's cycle in batches of 100,000: +11 to +12 %; now +4.5 to +6.5 %). The block is carved
+/// from the start of the top when no free chunk fits, so before it is freed its whole pages
+/// are discarded: the pad is no longer resident until the thread allocates from it again.
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 fn trim_own_arena_top() {
     // SAFETY: a block from `malloc` is freed exactly once (`free` accepts null) and not read

@@ -213,14 +213,7 @@ mod tests {
     /// Every style runs its cycles to the end (each batch checks its own replies).
     #[test]
     fn every_style_completes() {
-        for style in [
-            Style::Message,
-            Style::BigMessage,
-            Style::Monitor,
-            Style::Link,
-            Style::Task,
-            Style::Outside,
-        ] {
+        for &style in <Style as clap::ValueEnum>::value_variants() {
             let config = CyclesConfig {
                 style,
                 total: 3_000,

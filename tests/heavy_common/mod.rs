@@ -280,7 +280,7 @@ pub fn parked_chain(count: usize) -> Pid {
     last
 }
 
-// Spawn/exit waves for the memory test `memory_cycles.rs`.
+// Spawn/exit waves for the memory tests (`memory_cycles.rs` and the burst tests).
 
 pub const WAVE: u64 = 100_000;
 pub const WAVES: u64 = 100;
@@ -301,6 +301,20 @@ pub fn wave(number: u64) {
     }
     let sum = (0..WAVE).map(|_| receive::<u64>()).sum::<u64>();
     assert_eq!(sum, number * WAVE * WAVE + WAVE * (WAVE - 1) / 2);
+}
+
+/// A message too big to travel inline in its envelope (more than three words), so it is boxed.
+pub struct Big(pub [u64; 6]);
+
+/// Like [`wave`], with a [`Big`] message: `WAVE` processes each send the root one; returns when
+/// all arrived.
+pub fn boxed_wave() {
+    let root = self_pid();
+    for i in 0..WAVE {
+        spawn(move || send(root, Big([i; 6])));
+    }
+    let sum: u64 = (0..WAVE).map(|_| receive::<Big>().0[5]).sum();
+    assert_eq!(sum, WAVE * (WAVE - 1) / 2);
 }
 
 /// Runs waves `range` on `vm`, each with a root process of its own (a root's mailbox keeps the

@@ -13,8 +13,9 @@
 //! `Vec` handles) is moved into that room; a larger one is boxed and the box's pointer is stored
 //! there instead. The box is a [`Block`] from the scheduler's block store, not glibc's heap: a
 //! burst of boxed messages (100,000 `Down`s queued for one monitoring process) then leaves no
-//! pages behind once they are received (see `Block`). A per-type table of functions (`MessageType`) knows how to view, take and drop
-//! the value either way, so the rest of the VM sees only `&dyn Any` and typed takes.
+//! pages behind once they are received (see `Block`). A per-type table of functions
+//! (`MessageType`) knows how to view, take and drop the value either way, so the rest of the VM
+//! sees only `&dyn Any` and typed takes.
 //!
 //! # Invariants
 //!

@@ -43,6 +43,7 @@
 
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
+use std::iter::{Chain, Flatten};
 use std::sync::MutexGuard;
 
 use starling_scheduler::{Block, Handle};
@@ -136,10 +137,8 @@ impl<K: Copy + Eq + std::hash::Hash, V> RelationMap<K, V> {
             RelationMap::Inline(Some((held, old))) if *held == key => {
                 Some(std::mem::replace(old, value))
             }
-            RelationMap::Inline(Some(_)) => {
-                let RelationMap::Inline(Some((held, old))) = std::mem::take(self) else {
-                    unreachable!("matched above")
-                };
+            RelationMap::Inline(slot @ Some(_)) => {
+                let (held, old) = slot.take().expect("matched as `Some`");
                 let mut map = HashMap::with_capacity_and_hasher(2, BuildRelationHasher::default());
                 map.insert(held, old);
                 map.insert(key, value);
@@ -174,30 +173,18 @@ impl<K: Copy + Eq + std::hash::Hash, V> RelationMap<K, V> {
 
 impl<K, V> IntoIterator for RelationMap<K, V> {
     type Item = (K, V);
-    type IntoIter = RelationIntoIter<K, V>;
+    type IntoIter = Chain<
+        std::option::IntoIter<(K, V)>,
+        Flatten<std::option::IntoIter<HashMap<K, V, BuildRelationHasher>>>,
+    >;
 
+    /// The entries, by value.
     fn into_iter(self) -> Self::IntoIter {
-        match self {
-            RelationMap::Inline(slot) => RelationIntoIter::Inline(slot.into_iter()),
-            RelationMap::Hashed(map) => RelationIntoIter::Hashed(map.into_iter()),
-        }
-    }
-}
-
-/// The entries of a [`RelationMap`], by value.
-pub(crate) enum RelationIntoIter<K, V> {
-    Inline(std::option::IntoIter<(K, V)>),
-    Hashed(std::collections::hash_map::IntoIter<K, V>),
-}
-
-impl<K, V> Iterator for RelationIntoIter<K, V> {
-    type Item = (K, V);
-
-    fn next(&mut self) -> Option<(K, V)> {
-        match self {
-            RelationIntoIter::Inline(entries) => entries.next(),
-            RelationIntoIter::Hashed(entries) => entries.next(),
-        }
+        let (inline, hashed) = match self {
+            RelationMap::Inline(slot) => (slot, None),
+            RelationMap::Hashed(map) => (None, Some(map)),
+        };
+        inline.into_iter().chain(hashed.into_iter().flatten())
     }
 }
 
