@@ -53,6 +53,10 @@ struct Inner<P> {
 
 /// A counted, shared reference to a `P` in the block store. Like `Arc<P>` without weak
 /// references; see the module docs.
+///
+/// `repr(transparent)` over a `NonNull`, so `Option<Handle<P>>` is one word and all-zero bits
+/// are `None` (Rust's guarantee for such wrappers; the VM's process table relies on it).
+#[repr(transparent)]
 pub struct Handle<P> {
     block: NonNull<Inner<P>>,
     _owns: PhantomData<Inner<P>>,

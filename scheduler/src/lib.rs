@@ -215,8 +215,8 @@ pub use context::{current_process, in_process};
 pub use fiber::{Fiber, FiberStatus, REDUCTIONS_PER_SLICE};
 pub use handle::{Block, Handle};
 pub use runtime::{
-    Config, LongScheduleHook, Padded, Runtime, StartError, TimerHandle, DEFAULT_MAX_SLOTS,
-    DEFAULT_SLOT_SIZE, DEFAULT_SPARES, RECYCLE_SPILL_BATCHES,
+    Config, GiveBackHook, LongScheduleHook, Padded, Runtime, StartError, TimerHandle,
+    DEFAULT_MAX_SLOTS, DEFAULT_SLOT_SIZE, DEFAULT_SPARES, RECYCLE_SPILL_BATCHES,
 };
 pub use suspend::{park, park_as, park_until, spend, spend_as, yield_now};
 pub use watchdog::{LongSchedule, DEFAULT_LONG_SCHEDULE};

@@ -120,6 +120,16 @@ impl fmt::Debug for LongScheduleHook {
     }
 }
 
+/// Called by the idle pass that gives memory back (see [`Config::on_give_back`]).
+#[derive(Clone)]
+pub struct GiveBackHook(pub Arc<dyn Fn() + Send + Sync>);
+
+impl fmt::Debug for GiveBackHook {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("GiveBackHook")
+    }
+}
+
 /// Runtime configuration.
 #[derive(Clone, Debug)]
 pub struct Config {
@@ -154,6 +164,11 @@ pub struct Config {
     /// on another. Idle workers drop what they keep when they give memory back, and `join`
     /// drops the rest.
     pub recycle: usize,
+    /// Called on a worker thread, outside any process, by each idle pass that gives memory
+    /// back, after the finished processes kept for reuse are dropped and before the block
+    /// store's pages go back: the owner returns memory of its own there (the VM shrinks its
+    /// process table). At most once per pass, so at most about once a second.
+    pub on_give_back: Option<GiveBackHook>,
 }
 
 impl Default for Config {
@@ -168,6 +183,7 @@ impl Default for Config {
             on_long_schedule: None,
             spares: DEFAULT_SPARES,
             recycle: 0,
+            on_give_back: None,
         }
     }
 }
@@ -441,6 +457,8 @@ pub(crate) struct Shared<P> {
     pub(crate) origin: Instant,
     /// Finished processes each worker may keep (`Config::recycle`).
     pub(crate) recycle: usize,
+    /// The owner's part of giving memory back (`Config::on_give_back`).
+    on_give_back: Option<GiveBackHook>,
     /// Batches of finished processes that full workers handed over, for workers with none
     /// (`Config::recycle`).
     pub(crate) recycled_spill: Mutex<RecycleSpill<P>>,
@@ -660,6 +678,10 @@ impl<P: Schedulable> Shared<P> {
             self.notify_one();
         }
         self.drop_recycled();
+        if let Some(GiveBackHook(hook)) = &self.on_give_back {
+            // A panicking hook is a bug in the owner; it must not take the worker with it.
+            let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| hook()));
+        }
         crate::frames::give_back();
         #[cfg(all(target_os = "linux", target_env = "gnu"))]
         // SAFETY: malloc_trim has no preconditions; it only returns free heap pages to the OS.
@@ -944,6 +966,7 @@ impl<P: Schedulable> Runtime<P> {
             origin,
             randomize: config.randomize,
             recycle: config.recycle,
+            on_give_back: config.on_give_back.clone(),
             recycled_spill: Mutex::new(RecycleSpill::new()),
             schedulers: config.schedulers,
             watchdog: WatchdogShared::new(),
