@@ -480,4 +480,93 @@ mod tests {
             "{used} table indices used for waves of 20,000"
         );
     }
+
+    /// Polls (inside a process) until the table's fresh mark satisfies `done`; fails after 20 s,
+    /// which is many idle passes (one runs about once a second while the VM idles).
+    fn wait_for_mark(what: &str, done: impl Fn(u32) -> bool) -> u32 {
+        let start = std::time::Instant::now();
+        loop {
+            let used = current("test").vm.table.indices_used();
+            if done(used) {
+                return used;
+            }
+            assert!(
+                start.elapsed() < std::time::Duration::from_secs(20),
+                "the table's fresh mark stayed at {used}: {what}"
+            );
+            process::sleep(std::time::Duration::from_millis(50));
+        }
+    }
+
+    /// The idle pass gives the top of the table back: the fresh mark falls to just above the
+    /// highest index a live process holds (a live process pins everything below it), and once
+    /// that one ends, to the bottom. Pids of processes whose entries were given back stay dead,
+    /// and no new pid repeats one of them.
+    #[test]
+    fn the_table_gives_its_top_back_and_pids_stay_unique() {
+        let vm = Vm::builder().schedulers(2).build().unwrap();
+        vm.run(|| {
+            let root = crate::self_pid();
+            let parked = |count: usize| -> Vec<crate::Pid> {
+                (0..count)
+                    .map(|_| {
+                        spawn(move || {
+                            let () = receive::<()>();
+                            send(root, "done");
+                        })
+                    })
+                    .collect()
+            };
+            let below = parked(10_000);
+            let pinned = spawn(|| {
+                let () = receive::<()>();
+            });
+            let above = parked(10_000);
+            let top = current("test").vm.table.indices_used();
+            assert!(top > pinned.index + 5_000, "the table grew to {top}");
+            for &pid in below.iter().chain(&above) {
+                send(pid, ());
+            }
+            for _ in 0..below.len() + above.len() {
+                assert_eq!(receive::<&str>(), "done");
+            }
+            let pinned_mark =
+                wait_for_mark("a pass should lower it to the pinned process", |used| {
+                    used <= pinned.index + 1
+                });
+            assert_eq!(
+                pinned_mark,
+                pinned.index + 1,
+                "the live process's entry was kept"
+            );
+            assert!(process::alive(pinned), "a live process survives the pass");
+            for &pid in &above {
+                assert!(!process::alive(pid), "{pid:?} was given back, not revived");
+                send(pid, ()); // to a dead pid: dropped
+            }
+            send(pinned, ());
+            let bottom = wait_for_mark("a pass should lower it to the bottom", |used| used < 100);
+            let stale: std::collections::HashSet<crate::Pid> = below
+                .iter()
+                .chain(&above)
+                .chain([&pinned])
+                .copied()
+                .collect();
+            let fresh = parked(30_000);
+            assert!(
+                fresh.iter().all(|pid| !stale.contains(pid)),
+                "a new pid repeated one whose entry was given back"
+            );
+            assert!(fresh.iter().all(|&pid| process::alive(pid)));
+            assert!(stale.iter().all(|&pid| !process::alive(pid)));
+            for &pid in &fresh {
+                send(pid, ());
+            }
+            for _ in 0..fresh.len() {
+                assert_eq!(receive::<&str>(), "done");
+            }
+            assert!(bottom < 100);
+        })
+        .unwrap();
+    }
 }

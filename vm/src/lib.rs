@@ -41,7 +41,9 @@
 //!
 //! - Mailbox layout and selective receive: `mailbox.rs` (outer queue under a mutex, inner
 //!   queue private to the receiver, BEAM-style).
-//! - Process table and pids: `table.rs` (generational entries in segments allocated on use).
+//! - Process table and pids: `table.rs` (generational entries in segments mapped on use; the
+//!   idle pass gives the pages above the highest index in use back, under an entry lock whose
+//!   zero state is unlocked and a generation floor that keeps pids unique).
 //! - The receive loop: `receive.rs` (one loop for every receive form, neither inlined nor
 //!   generic, so the frames a parked process keeps are fixed when this crate is built, not by
 //!   the inlining of the crate that calls `receive`).

@@ -2,8 +2,10 @@
 //!
 //! # Invariants
 //!
-//! 1. An entry's generation only grows; a pid addresses an entry's process only while the
-//!    generations match, so a dead pid never addresses a later process.
+//! 1. A pid addresses an entry's process only while the generations match, and no two
+//!    processes ever get the same pid: an entry's generation only grows while its memory is
+//!    kept, and an entry whose memory was given back (it then reads as generation 0) is next
+//!    filled with a generation above every generation the table gave back (`floor`).
 //! 2. An entry holds its process from `insert` until `remove`, which the process itself does as
 //!    the first step of ending; a process's pid is alive exactly while its entry holds it.
 //! 3. At most `max` entries hold a process at once (`reserve` before `insert`).
@@ -11,14 +13,45 @@
 //!    `Drop` calls `free_index`): a finished process's block that the schedulers keep for
 //!    reuse keeps its index, and the next process made in that block takes the same index with
 //!    the next generation, without touching the free lists.
+//! 5. Every index below `next_fresh` is in exactly one place: held by a control block, or in
+//!    one free shard. No index at or above `next_fresh` is held or free.
 //!
 //! Entries live in segments allocated on first use, each twice the size of the one before
-//! (1 Ki entries, then 2 Ki, 4 Ki, ...), so the table costs memory in proportion to the most
-//! processes alive at once (within a factor of two), not to `max`: 32 KiB for a VM that never
-//! held more than 1,024 processes, 32 MiB at a million.
+//! (1 Ki entries, then 2 Ki, 4 Ki, ...), so the table's address space grows in proportion to
+//! the most processes alive at once (within a factor of two), not to `max`: 32 KiB for a VM
+//! that never held more than 1,024 processes, 32 MiB at a million. A segment is a mapping of
+//! its own, and all-zero bits are a valid, empty entry: only the pages of entries ever used are
+//! resident.
+//!
+//! # Giving memory back
+//!
+//! After a burst (a thread outside the VM spawning faster than the schedulers finish
+//! processes held 360,000 alive at once), the entries the burst used stayed resident: 11 MiB
+//! of a 3 MiB program, +600 % for good. So the idle pass that gives memory back
+//! ([`ProcessTable::give_back`], called through the runtime's `on_give_back` hook) lowers the
+//! fresh mark to just above the highest index in use and discards the whole pages of entries
+//! above it (`MADV_DONTNEED`: they read back as zeros, empty entries).
+//!
+//! Senders may read any entry at any time through a stale pid. Two rules make a discard safe
+//! under them:
+//!
+//! - An entry's lock is this module's own [`EntryLock`]: zero means unlocked, a reader changes
+//!   the word only with a compare-and-swap from an unlocked state, and nobody ever sleeps on
+//!   it (critical sections are a few hundred nanoseconds at most; a waiter spins, then
+//!   yields). The pass write-locks every entry of a page before it discards the page; a reader
+//!   spinning meanwhile then finds an unlocked, empty entry. (A futex-based lock could not be
+//!   zeroed under a sleeping waiter, nor a reader's increment be lost to the discard.)
+//! - Generations: the pass raises `floor` to the highest generation of the entries it
+//!   discards, before any of them can be reused, and `insert` starts an entry at
+//!   `max(its generation, floor) + 1` (invariant 1).
+//!
+//! Only the top of the table shrinks: a process alive at a high index keeps the pages below
+//! it. Free indices are reused newest first, so steady work stays at the bottom.
 
-use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
-use std::sync::{Mutex, OnceLock, RwLock};
+use std::cell::UnsafeCell;
+use std::ptr::NonNull;
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Mutex, MutexGuard, OnceLock};
 
 use starling_scheduler::{Handle, Padded};
 
@@ -26,11 +59,22 @@ use crate::control_block::Process;
 use crate::pid::Pid;
 
 /// Entries in the first segment (log2); segment `s` holds `1 << (FIRST_SEGMENT_BITS + s)`.
-/// 1 Ki entries × 32 bytes = 32 KiB: what an empty VM pays.
+/// 1 Ki entries × 32 bytes = 32 KiB: what an empty VM reserves.
 const FIRST_SEGMENT_BITS: u32 = 10;
 
 /// Segments enough for every `u32` index.
 const SEGMENTS: usize = (u32::BITS + 1 - FIRST_SEGMENT_BITS) as usize;
+
+/// Bytes of a page, as far as discarding entries goes (a multiple of every page size we run
+/// on would do as well; 4 KiB is Linux's on x86-64 and the smallest on aarch64).
+const PAGE: usize = 4096;
+
+/// Entries per page.
+const ENTRIES_PER_PAGE: usize = PAGE / std::mem::size_of::<Entry>();
+
+/// The fewest entries a give-back pass discards: below this, the pages are not worth the
+/// page faults of filling them again. Guessed: 64 KiB.
+const MIN_DISCARD: usize = 16 * ENTRIES_PER_PAGE;
 
 /// The segment holding `index` and the offset in it.
 fn locate(index: u32) -> (usize, usize) {
@@ -45,28 +89,276 @@ fn first_index(segment: usize) -> u32 {
     ((1u64 << (FIRST_SEGMENT_BITS as usize + segment)) - (1 << FIRST_SEGMENT_BITS)) as u32
 }
 
-struct EntryState {
-    generation: u64,
-    process: Option<Handle<Process>>,
+/// Entries in segment `segment`.
+fn segment_len(segment: usize) -> usize {
+    1 << (FIRST_SEGMENT_BITS as usize + segment)
 }
 
-/// A reader-writer lock: `insert` and `remove` write (the process itself, once each), while
-/// senders only read, so any number of them deliver to one process at once. (With a mutex, W1's
-/// million children sending to one root queued on its entry from both cores and slept on the
-/// futex: ~10 % of W1's time; the read lock made W1 ~15 % faster. It costs 8 bytes per entry.)
-type Entry = RwLock<EntryState>;
+/// A reader-writer spin lock whose unlocked state is zero and whose readers never change the
+/// word while a writer holds or waits for it (see the module docs: a discarded page must read
+/// back as an unlocked entry, and no reader's increment may be lost to the discard).
+///
+/// Writers win over new readers (`WAITING`), so a process's `remove` is not starved by a
+/// stream of senders. Nobody sleeps: every critical section is short and never blocks.
+struct EntryLock(AtomicU32);
+
+/// A writer holds the lock.
+const WRITER: u32 = 1 << 31;
+/// A writer waits: new readers hold back.
+const WAITING: u32 = 1 << 30;
+
+impl EntryLock {
+    fn read(&self) {
+        let mut spins = 0;
+        loop {
+            // Relaxed: only the compare-and-swap below acquires.
+            let state = self.0.load(Ordering::Relaxed);
+            // A reader count reaching `WAITING` would need a billion threads.
+            if state & (WRITER | WAITING) == 0
+                // Acquire: pairs with the Release of `write_unlock` (the entry's contents).
+                && self
+                    .0
+                    .compare_exchange_weak(state, state + 1, Ordering::Acquire, Ordering::Relaxed)
+                    .is_ok()
+            {
+                return;
+            }
+            backoff(&mut spins);
+        }
+    }
+
+    fn read_unlock(&self) {
+        // Release: pairs with the Acquire of `write` (our reads happen before its writes).
+        self.0.fetch_sub(1, Ordering::Release);
+    }
+
+    fn write(&self) {
+        let mut spins = 0;
+        loop {
+            // Relaxed: only the compare-and-swap acquires.
+            let state = self.0.load(Ordering::Relaxed);
+            if state & !WAITING == 0 {
+                // Acquire: pairs with the Releases of both unlocks.
+                if self
+                    .0
+                    .compare_exchange_weak(state, WRITER, Ordering::Acquire, Ordering::Relaxed)
+                    .is_ok()
+                {
+                    return;
+                }
+            } else if state & WAITING == 0 {
+                // Relaxed: a hint to readers; the lock itself is taken above.
+                self.0.fetch_or(WAITING, Ordering::Relaxed);
+            }
+            backoff(&mut spins);
+        }
+    }
+
+    fn write_unlock(&self) {
+        // Release: pairs with the Acquires of `read` and `write`. A writer that set `WAITING`
+        // meanwhile sets it again if it still waits.
+        self.0.store(0, Ordering::Release);
+    }
+}
+
+/// Spins a little, then gives the core away: the holder may be an OS thread the kernel
+/// preempted inside its (short) critical section.
+fn backoff(spins: &mut u32) {
+    *spins += 1;
+    if *spins < 64 {
+        std::hint::spin_loop();
+    } else {
+        std::thread::yield_now();
+    }
+}
+
+/// One entry: all-zero bits are an unlocked, empty entry of generation 0. One 32-byte
+/// alignment unit, so an entry never straddles a cache line or a page.
+#[repr(C, align(32))]
+struct Entry {
+    lock: EntryLock,
+    /// Under `lock`.
+    generation: UnsafeCell<u64>,
+    /// Under `lock`. `Handle` is `repr(transparent)` over a `NonNull`, so zero is `None`.
+    process: UnsafeCell<Option<Handle<Process>>>,
+}
+
+// SAFETY: the cells are only touched under the entry's lock (readers share, a writer is alone),
+// and what they hold (`u64`, `Handle<Process>`) is `Send + Sync`.
+unsafe impl Sync for Entry {}
+// SAFETY: as above: an entry owns a `Handle<Process>`, which is `Send`.
+unsafe impl Send for Entry {}
+
+/// A held read lock of an entry.
+struct ReadGuard<'a>(&'a Entry);
+
+impl ReadGuard<'_> {
+    fn generation(&self) -> u64 {
+        // SAFETY: we hold the read lock: no writer touches the cell meanwhile.
+        unsafe { *self.0.generation.get() }
+    }
+
+    fn process(&self) -> Option<&Handle<Process>> {
+        // SAFETY: as in `generation`; the reference lives no longer than the guard.
+        unsafe { (*self.0.process.get()).as_ref() }
+    }
+}
+
+impl Drop for ReadGuard<'_> {
+    fn drop(&mut self) {
+        self.0.lock.read_unlock();
+    }
+}
+
+/// A held write lock of an entry.
+struct WriteGuard<'a>(&'a Entry);
+
+impl WriteGuard<'_> {
+    fn generation(&mut self) -> &mut u64 {
+        // SAFETY: we hold the write lock: nobody else touches the cell.
+        unsafe { &mut *self.0.generation.get() }
+    }
+
+    fn process(&mut self) -> &mut Option<Handle<Process>> {
+        // SAFETY: as in `generation`.
+        unsafe { &mut *self.0.process.get() }
+    }
+}
+
+impl Drop for WriteGuard<'_> {
+    fn drop(&mut self) {
+        self.0.lock.write_unlock();
+    }
+}
+
+impl Entry {
+    fn read(&self) -> ReadGuard<'_> {
+        self.lock.read();
+        ReadGuard(self)
+    }
+
+    fn write(&self) -> WriteGuard<'_> {
+        self.lock.write();
+        WriteGuard(self)
+    }
+}
+
+/// A segment: `len` entries in zeroed, page-aligned memory of its own.
+struct Segment {
+    entries: NonNull<Entry>,
+    len: usize,
+}
+
+// SAFETY: a segment owns its entries, which are `Send + Sync`.
+unsafe impl Send for Segment {}
+// SAFETY: as above.
+unsafe impl Sync for Segment {}
+
+impl Segment {
+    fn bytes(len: usize) -> usize {
+        len * std::mem::size_of::<Entry>()
+    }
+
+    /// A segment of `len` entries in a mapping of its own: zero pages, resident only once
+    /// touched. (`alloc_zeroed` with page alignment writes every byte.)
+    fn new(len: usize) -> Segment {
+        // SAFETY: an anonymous private mapping of a nonzero size at an address of the kernel's
+        // choosing affects no existing memory.
+        let memory = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                Self::bytes(len),
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
+                -1,
+                0,
+            )
+        };
+        if memory == libc::MAP_FAILED {
+            panic!(
+                "starling: the process table could not map {} bytes for {len} entries: {}",
+                Self::bytes(len),
+                std::io::Error::last_os_error()
+            );
+        }
+        Segment {
+            entries: NonNull::new(memory as *mut Entry).expect("mmap returned a mapping"),
+            len,
+        }
+    }
+
+    fn entries(&self) -> &[Entry] {
+        // SAFETY: `len` entries of a mapping of our own, zero pages until written (a valid empty
+        // entry each, see `Entry`), ours until `drop`.
+        unsafe { std::slice::from_raw_parts(self.entries.as_ptr(), self.len) }
+    }
+
+    /// Discards the whole pages of entries `range` (they read back as empty entries) and
+    /// returns the highest generation they held. Every entry of a discarded page is
+    /// write-locked, and must be empty.
+    fn discard(&self, range: std::ops::Range<usize>) -> u64 {
+        // The segment starts on a page, and a page holds whole entries.
+        let first = range.start.next_multiple_of(ENTRIES_PER_PAGE);
+        let end = range.end / ENTRIES_PER_PAGE * ENTRIES_PER_PAGE;
+        if end <= first {
+            return 0;
+        }
+        let entries = &self.entries()[first..end];
+        let mut highest = 0;
+        for entry in entries {
+            let mut guard = entry.write();
+            debug_assert!(guard.process().is_none(), "discarding a live entry");
+            highest = highest.max(*guard.generation());
+            // Held on: the discard below unlocks it (zero is unlocked).
+            std::mem::forget(guard);
+        }
+        // SAFETY: the range is whole pages inside our own allocation, and every entry on them
+        // is write-locked and empty: nothing else reads or writes them until they are
+        // unlocked, and zero bits are a valid, unlocked, empty entry (see the module docs).
+        let discarded = unsafe {
+            libc::madvise(
+                entries.as_ptr() as *mut libc::c_void,
+                std::mem::size_of_val(entries),
+                libc::MADV_DONTNEED,
+            )
+        } == 0;
+        if !discarded {
+            // The entries are as they were: unlock them.
+            for entry in entries {
+                entry.lock.write_unlock();
+            }
+        }
+        highest
+    }
+}
+
+impl Drop for Segment {
+    fn drop(&mut self) {
+        // SAFETY: the mapping is ours and nothing uses it any more (`&mut self`); the table's
+        // `Drop` emptied its entries first.
+        unsafe {
+            libc::munmap(
+                self.entries.as_ptr() as *mut libc::c_void,
+                Self::bytes(self.len),
+            )
+        };
+    }
+}
 
 /// The process table of one VM.
 pub(crate) struct ProcessTable {
     /// Segments of entries (see [`locate`]); only those `max` can reach exist.
-    segments: Box<[OnceLock<Box<[Entry]>>]>,
+    segments: Box<[OnceLock<Segment>]>,
     /// Free indices to reuse, one shard per scheduler plus one for everyone else (spare
     /// threads, threads outside the VM): an exit frees its index into its own scheduler's shard
     /// and a spawn takes from its own first, so the common path takes a lock no other core has
     /// touched lately. Each shard is LIFO (for cache locality), under its mutex.
     free: Box<[FreeShard]>,
-    /// The first never-used index. Any thread, atomically.
+    /// The first never-used index (invariant 5). Any thread, atomically; only a give-back
+    /// pass lowers it.
     next_fresh: Padded<AtomicU32>,
+    /// The highest generation of any entry whose memory was given back (invariant 1).
+    floor: AtomicU64,
     /// Room for more processes that no shard holds as credit (see [`FreeShard::credit`]):
     /// `max` minus the processes in the table (and reserved) minus every shard's credit.
     /// Any thread, atomically; touched once per [`CREDIT_BATCH`] spawns or exits per shard.
@@ -152,6 +444,7 @@ impl ProcessTable {
             segments: (0..segment_count).map(|_| OnceLock::new()).collect(),
             free: (0..=schedulers).map(|_| FreeShard::new()).collect(),
             next_fresh: Padded(AtomicU32::new(0)),
+            floor: AtomicU64::new(0),
             available: Padded(AtomicUsize::new(max)),
             max,
             vm,
@@ -160,22 +453,13 @@ impl ProcessTable {
 
     fn entry(&self, index: u32) -> Option<&Entry> {
         let (segment, offset) = locate(index);
-        self.segments.get(segment)?.get()?.get(offset)
+        self.segments.get(segment)?.get()?.entries().get(offset)
     }
 
     fn entry_or_create(&self, index: u32) -> &Entry {
         let (segment, offset) = locate(index);
-        let entries = self.segments[segment].get_or_init(|| {
-            (0..1usize << (FIRST_SEGMENT_BITS as usize + segment))
-                .map(|_| {
-                    RwLock::new(EntryState {
-                        generation: 0,
-                        process: None,
-                    })
-                })
-                .collect()
-        });
-        &entries[offset]
+        let entries = self.segments[segment].get_or_init(|| Segment::new(segment_len(segment)));
+        &entries.entries()[offset]
     }
 
     /// Counts one more process, spending credit of shard `shard` (the caller's,
@@ -239,14 +523,20 @@ impl ProcessTable {
         make: impl FnOnce(Pid) -> Handle<Process>,
     ) -> Handle<Process> {
         let index = reused.or_else(|| self.take_free(shard)).unwrap_or_else(|| {
-            // Relaxed: only uniqueness matters; the entry is published under its own lock.
-            self.next_fresh.fetch_add(1, Ordering::Relaxed)
+            // Acquire: pairs with the Release of `give_back`'s lowering of the mark, so that
+            // an index it discarded is reused only after its `floor` (the entry itself is
+            // published under its own lock).
+            self.next_fresh.fetch_add(1, Ordering::Acquire)
         });
         let entry = self.entry_or_create(index);
-        let mut state = entry.write().unwrap_or_else(|e| e.into_inner());
-        state.generation += 1;
-        let process = make(Pid::new(self.vm, index, state.generation));
-        state.process = Some(process.clone());
+        let mut state = entry.write();
+        // Relaxed: `floor` was raised before the index could reach us: under the free shards'
+        // locks, or before the mark that handed it out (see above).
+        let floor = self.floor.load(Ordering::Relaxed);
+        let generation = (*state.generation()).max(floor) + 1;
+        *state.generation() = generation;
+        let process = make(Pid::new(self.vm, index, generation));
+        *state.process() = Some(process.clone());
         process
     }
 
@@ -266,14 +556,11 @@ impl ProcessTable {
         if pid.vm != self.vm {
             return None;
         }
-        let state = self
-            .entry(pid.index)?
-            .read()
-            .unwrap_or_else(|e| e.into_inner());
-        if state.generation != pid.generation {
+        let state = self.entry(pid.index)?.read();
+        if state.generation() != pid.generation {
             return None;
         }
-        state.process.as_ref().map(f)
+        state.process().map(f)
     }
 
     /// Removes the process with this pid (it is ending), counting it on shard `shard` (the
@@ -281,14 +568,11 @@ impl ProcessTable {
     /// (invariant 4).
     pub(crate) fn remove(&self, pid: Pid, shard: usize) -> Option<Handle<Process>> {
         let removed = {
-            let mut state = self
-                .entry(pid.index)?
-                .write()
-                .unwrap_or_else(|e| e.into_inner());
-            if state.generation != pid.generation {
+            let mut state = self.entry(pid.index)?.write();
+            if *state.generation() != pid.generation {
                 return None;
             }
-            state.process.take()
+            state.process().take()
         };
         if removed.is_some() {
             self.release(shard);
@@ -329,38 +613,119 @@ impl ProcessTable {
             .saturating_sub(credit)
     }
 
+    /// The entries that may hold a process: those below the fresh mark (invariant 5), so a
+    /// walk never touches the given-back pages above it.
+    fn used_entries(&self) -> impl Iterator<Item = (u32, &Entry)> {
+        // Acquire: pairs with `insert`'s increment (an entry below the mark was made).
+        let fresh = self.next_fresh.load(Ordering::Acquire);
+        self.segments
+            .iter()
+            .enumerate()
+            .map_while(move |(segment, entries)| {
+                let first = first_index(segment);
+                (first < fresh).then(|| {
+                    let entries = entries.get().map_or(&[][..], Segment::entries);
+                    let used = entries.len().min((fresh - first) as usize);
+                    (first..).zip(&entries[..used])
+                })
+            })
+            .flatten()
+    }
+
     /// Every live process, in index order.
     pub(crate) fn processes(&self) -> Vec<Handle<Process>> {
-        let mut all = Vec::new();
-        for segment in self.segments.iter() {
-            let Some(entries) = segment.get() else {
-                continue;
-            };
-            for entry in entries.iter() {
-                if let Some(process) = &entry.read().unwrap_or_else(|e| e.into_inner()).process {
-                    all.push(process.clone());
-                }
-            }
-        }
-        all
+        self.used_entries()
+            .filter_map(|(_, entry)| entry.read().process().cloned())
+            .collect()
     }
 
     /// Every live pid, in index order.
     pub(crate) fn pids(&self) -> Vec<Pid> {
         let mut pids = Vec::with_capacity(self.len());
-        for (segment_index, segment) in self.segments.iter().enumerate() {
-            let Some(entries) = segment.get() else {
-                continue;
-            };
-            for (offset, entry) in entries.iter().enumerate() {
-                let state = entry.read().unwrap_or_else(|e| e.into_inner());
-                if state.process.is_some() {
-                    let index = first_index(segment_index) + offset as u32;
-                    pids.push(Pid::new(self.vm, index, state.generation));
-                }
+        for (index, entry) in self.used_entries() {
+            let state = entry.read();
+            if state.process().is_some() {
+                pids.push(Pid::new(self.vm, index, state.generation()));
             }
         }
         pids
+    }
+
+    /// Gives back the memory of the entries above the highest index in use: lowers the fresh
+    /// mark to just above it and discards their whole pages, and shrinks the free shards. Called
+    /// by the idle pass that gives memory back (see the module docs). Does nothing unless at
+    /// least [`MIN_DISCARD`] entries at the top are free.
+    pub(crate) fn give_back(&self) {
+        // Shards in index order (nothing else holds two shard locks): while we hold them, no
+        // free index is taken or added.
+        let mut shards: Vec<MutexGuard<'_, Vec<u32>>> = self
+            .free
+            .iter()
+            .map(|shard| shard.indices.lock().unwrap_or_else(|e| e.into_inner()))
+            .collect();
+        // Relaxed: a spawn that takes a fresh index meanwhile makes the compare-and-swap below
+        // fail; nothing is read through the mark before it.
+        let fresh = self.next_fresh.load(Ordering::Relaxed);
+        let free_count: usize = shards.iter().map(|indices| indices.len()).sum();
+        if free_count < MIN_DISCARD {
+            return;
+        }
+        // The lowest `low` with every index in `low..fresh` free (invariant 5: they are then
+        // held by no block and no process).
+        let mut free = vec![0u64; (fresh as usize).div_ceil(64)];
+        for &index in shards.iter().flat_map(|indices| indices.iter()) {
+            free[index as usize / 64] |= 1 << (index % 64);
+        }
+        let mut low = fresh as usize;
+        while low > 0 && free[(low - 1) / 64] & (1 << ((low - 1) % 64)) != 0 {
+            low -= 1;
+        }
+        if (fresh as usize) - low < MIN_DISCARD {
+            return;
+        }
+        let mut highest = 0;
+        for (segment, entries) in self.segments.iter().enumerate() {
+            let first = first_index(segment) as usize;
+            let Some(entries) = entries.get() else {
+                continue;
+            };
+            let start = low.max(first) - first;
+            let end = (fresh as usize)
+                .min(first + entries.len)
+                .saturating_sub(first);
+            if start < end {
+                highest = highest.max(entries.discard(start..end));
+            }
+        }
+        // Release (both): pairs with `insert`'s loads, through the shard locks we hold or the
+        // mark's Acquire (invariant 1 holds before any discarded entry is reused).
+        self.floor.fetch_max(highest, Ordering::Release);
+        if self
+            .next_fresh
+            .compare_exchange(fresh, low as u32, Ordering::Release, Ordering::Relaxed)
+            .is_err()
+        {
+            // A spawn took a fresh index meanwhile: the discarded entries stay free, to be
+            // reused (empty entries are valid), and the mark stays.
+            return;
+        }
+        for (indices, shard) in shards.iter_mut().zip(self.free.iter()) {
+            indices.retain(|&index| (index as usize) < low);
+            let kept = indices.len();
+            indices.shrink_to(kept.max(MIN_DISCARD));
+            // Relaxed: see `FreeShard::len`.
+            shard.len.store(indices.len(), Ordering::Relaxed);
+        }
+    }
+}
+
+impl Drop for ProcessTable {
+    fn drop(&mut self) {
+        // Only entries below the fresh mark can hold a process (invariant 5): the pages above
+        // are never touched again.
+        for (_, entry) in self.used_entries() {
+            drop(entry.write().process().take());
+        }
     }
 }
 
@@ -368,10 +733,78 @@ impl ProcessTable {
 mod tests {
     use super::*;
 
-    /// Every process costs an entry; keep it from growing by accident (W2's bytes per process).
+    /// Every process costs an entry; keep it from growing by accident (W2's bytes per process),
+    /// and whole entries fill a page (discards are by page).
     #[test]
     fn an_entry_stays_small() {
         assert!(std::mem::size_of::<Entry>() <= 32);
+        assert_eq!(PAGE % std::mem::size_of::<Entry>(), 0);
+        assert_eq!(std::mem::size_of::<Option<Handle<Process>>>(), 8);
+    }
+
+    /// A fresh segment's entries, and a discarded page's, are empty and unlocked: a reader and
+    /// a writer take them at once, and their generations restart at 0 (the floor covers that).
+    #[test]
+    fn zero_pages_are_empty_entries_and_discards_report_the_highest_generation() {
+        let segment = Segment::new(segment_len(0));
+        for entry in segment.entries() {
+            let state = entry.read();
+            assert_eq!(state.generation(), 0);
+            assert!(state.process().is_none());
+        }
+        for (n, entry) in segment.entries().iter().enumerate() {
+            *entry.write().generation() = n as u64 + 1;
+        }
+        // Entries 100..700 cover pages 1..5 wholly (128 entries a page): only those go.
+        let highest = segment.discard(100..700);
+        assert_eq!(
+            highest, 640,
+            "the highest generation on the discarded pages"
+        );
+        for (n, entry) in segment.entries().iter().enumerate() {
+            let expected = if (128..640).contains(&n) {
+                0
+            } else {
+                n as u64 + 1
+            };
+            let mut state = entry.write();
+            assert_eq!(*state.generation(), expected, "entry {n}");
+            assert!(state.process().is_none());
+        }
+    }
+
+    /// The entry lock excludes writers from each other and from readers, under contention.
+    #[test]
+    fn the_entry_lock_is_exclusive_for_writers() {
+        let segment = Segment::new(segment_len(0));
+        let entry = &segment.entries()[7];
+        const THREADS: u64 = 4;
+        const ROUNDS: u64 = 20_000;
+        std::thread::scope(|scope| {
+            for thread in 0..THREADS {
+                scope.spawn(move || {
+                    for round in 0..ROUNDS {
+                        if (round + thread) % 3 == 0 {
+                            // A reader sees an even count: writers add 2 in two steps.
+                            assert_eq!(entry.read().generation() % 2, 0);
+                        } else {
+                            let mut state = entry.write();
+                            *state.generation() += 1;
+                            std::hint::spin_loop();
+                            *state.generation() += 1;
+                        }
+                    }
+                });
+            }
+        });
+        let writes = (0..THREADS)
+            .map(|thread| {
+                (0..ROUNDS)
+                    .filter(|round| (round + thread) % 3 != 0)
+                    .count() as u64
+            })
+            .sum::<u64>();
+        assert_eq!(entry.read().generation(), 2 * writes);
     }
 
     /// Spawn credit lives in the shards, yet the limit is exact: whichever shard the room was

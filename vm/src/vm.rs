@@ -2,14 +2,14 @@
 
 use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Arc, Condvar, Mutex, OnceLock, Weak};
 
 use std::collections::HashMap;
 
 use std::time::Duration;
 
 use starling_scheduler::{
-    BlockingPool, Config, LongScheduleHook, Runtime, StartError, TimerHandle,
+    BlockingPool, Config, GiveBackHook, LongScheduleHook, Runtime, StartError, TimerHandle,
     DEFAULT_BLOCKING_IDLE, DEFAULT_BLOCKING_THREADS, DEFAULT_LONG_SCHEDULE,
 };
 
@@ -215,13 +215,25 @@ impl Builder {
             })
         })));
         config.thread_name = format!("starling-{id}");
+        // The table is made after the runtime, inside the `VmShared` that owns both: the hook
+        // finds it through a weak reference set below (a strong one would keep the VM alive
+        // from its own runtime).
+        let vm_cell: Arc<OnceLock<Weak<VmShared>>> = Arc::new(OnceLock::new());
+        let hook_cell = vm_cell.clone();
+        config.on_give_back = Some(GiveBackHook(Arc::new(move || {
+            // The `Vm` handle holds the VM until the workers are joined, so this reference is
+            // never the last one (the VM is not dropped on a worker thread).
+            if let Some(vm) = hook_cell.get().and_then(Weak::upgrade) {
+                vm.table.give_back();
+            }
+        })));
         let runtime = Runtime::start(config).map_err(|error| match error {
             StartError::InvalidConfig(message) => Error::InvalidConfig(message),
             StartError::Os(error) => Error::InvalidConfig(format!("the OS refused: {error}")),
         })?;
         crate::crash::install_panic_hook();
         let schedulers = runtime.schedulers();
-        Ok(Vm {
+        let vm = Vm {
             shared: Arc::new(VmShared {
                 id,
                 runtime,
@@ -239,7 +251,9 @@ impl Builder {
                 stack_size,
                 shutting_down: AtomicBool::new(false),
             }),
-        })
+        };
+        let _ = vm_cell.set(Arc::downgrade(&vm.shared));
+        Ok(vm)
     }
 }
 
