@@ -13,10 +13,8 @@
 
 mod heavy_common;
 
-use std::time::Duration;
-
-use heavy_common::{guarded, rss_bytes, wait_for_rss_at_most, wait_until_no_processes, AfterBurst};
-use starling::{receive, Vm};
+use heavy_common::{guarded, settled_vm, wait_until_no_processes, AfterBurst};
+use starling::receive;
 
 /// Processes alive at once.
 const PROCESSES: usize = 200_000;
@@ -33,15 +31,7 @@ fn an_idle_vm_gives_back_the_table_entries_of_a_burst_from_outside() {
     guarded(
         "memory after a burst of processes spawned from outside",
         || {
-            // As `heavy_common::burst_then_idle`: no spare threads, a VM that has run once and
-            // idled past its first second.
-            let vm = Vm::builder()
-                .long_schedule(Duration::from_millis(500))
-                .build()
-                .expect("a VM with the default schedulers builds");
-            assert_eq!(vm.run(|| 1 + 1), Ok(2));
-            std::thread::sleep(Duration::from_millis(2_500));
-            let before = rss_bytes();
+            let (vm, before) = settled_vm();
             let pids: Vec<_> = (0..PROCESSES)
                 .map(|_| {
                     vm.spawn(|| {
@@ -58,13 +48,7 @@ fn an_idle_vm_gives_back_the_table_entries_of_a_burst_from_outside() {
                 vm.send(pid, Release);
             }
             wait_until_no_processes(&vm);
-            let (now, waited) = wait_for_rss_at_most(before + SLACK, Duration::from_secs(20));
-            AfterBurst {
-                before,
-                now,
-                waited,
-            }
-            .check(
+            AfterBurst::idle(before, SLACK).check(
                 &format!("{PROCESSES} processes alive at once, spawned from outside"),
                 SLACK,
             );

@@ -57,6 +57,8 @@ use std::alloc::Layout;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 
+use crate::pages::{self, ZeroPages, PAGE};
+
 /// Buffer sizes are multiples of this many bytes (the class granularity). 32: a parked
 /// process's buffer wastes 16 bytes on average (64 wasted 32; W2's bytes per process went from
 /// 993 to 964).
@@ -233,7 +235,7 @@ fn allocate_small(class: usize) -> usize {
         }
         if bump.end - bump.next < size {
             // The old chunk's tail (less than `SMALL_MAX` bytes) is left unused.
-            let chunk = map_chunk(CHUNK);
+            let chunk = pages::map(CHUNK);
             bump.chunks.push(chunk);
             bump.next = chunk;
             bump.committed = chunk;
@@ -260,27 +262,6 @@ fn allocate_small(class: usize) -> usize {
         populate(start, len);
     }
     address
-}
-
-/// Reserves a new chunk of `size` bytes of address space, readable and writable but not
-/// committed. Aborts like the global allocator does when the OS refuses.
-fn map_chunk(size: usize) -> usize {
-    // SAFETY: an anonymous private mapping at an address of the kernel's choosing touches no
-    // existing memory.
-    let address = unsafe {
-        libc::mmap(
-            std::ptr::null_mut(),
-            size,
-            libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
-            -1,
-            0,
-        )
-    };
-    if address == libc::MAP_FAILED {
-        std::alloc::handle_alloc_error(Layout::from_size_align(size, PAGE).expect("valid layout"));
-    }
-    address as usize
 }
 
 /// Commits `[start, start + len)` of a chunk in one system call. Best effort: on a kernel
@@ -395,9 +376,6 @@ fn release_uncarved_tail() {
     }
 }
 
-/// Bytes per page (checked against `sysconf` by the slot pool; see `slot.rs`).
-const PAGE: usize = 4096;
-
 /// Gives back every page of `chunks` wholly covered by the free buffers in `taken` (one list
 /// per class) and the ranges of `pool`, and returns what is left of them: the lists without
 /// the buffers that start on a returned page, and the new pool (every granule of `taken` and
@@ -483,7 +461,7 @@ fn return_free_pages(
 /// such free raises glibc's dynamic mmap threshold, after which big vectors of the program stay
 /// in (and keep resident) a worker's arena.
 struct Bitmap {
-    words: *mut u64,
+    pages: ZeroPages,
     len: usize,
 }
 
@@ -493,7 +471,7 @@ impl Bitmap {
         let len = bits / 64;
         Bitmap {
             // Zeroed: a fresh anonymous mapping reads as zeros.
-            words: map_chunk((len * 8).next_multiple_of(PAGE)) as *mut u64,
+            pages: ZeroPages::new(len * 8),
             len,
         }
     }
@@ -503,27 +481,15 @@ impl std::ops::Deref for Bitmap {
     type Target = [u64];
 
     fn deref(&self) -> &[u64] {
-        // SAFETY: `len` words of our own mapping, which lives as long as `self`.
-        unsafe { std::slice::from_raw_parts(self.words, self.len) }
+        // SAFETY: `len` words of our own page-aligned mapping, which lives as long as `self`.
+        unsafe { std::slice::from_raw_parts(self.pages.as_ptr() as *const u64, self.len) }
     }
 }
 
 impl std::ops::DerefMut for Bitmap {
     fn deref_mut(&mut self) -> &mut [u64] {
         // SAFETY: as in `deref`; `&mut self` makes the borrow unique.
-        unsafe { std::slice::from_raw_parts_mut(self.words, self.len) }
-    }
-}
-
-impl Drop for Bitmap {
-    fn drop(&mut self) {
-        // SAFETY: the mapping `new` made, of this length; no slice of it outlives `self`.
-        unsafe {
-            libc::munmap(
-                self.words as *mut libc::c_void,
-                (self.len * 8).next_multiple_of(PAGE),
-            );
-        }
+        unsafe { std::slice::from_raw_parts_mut(self.pages.as_ptr() as *mut u64, self.len) }
     }
 }
 
@@ -576,10 +542,8 @@ fn mark(bits: &mut [u64], first: usize, count: usize) {
 /// (invariant 3), or the uncarved part of the current chunk under the bump lock.
 fn advise_free(start: usize, end: usize) {
     // SAFETY: per the callers, no thread reads or writes [start, end) meanwhile; its contents
-    // are dead and may read back as zeros.
-    unsafe {
-        libc::madvise(start as *mut libc::c_void, end - start, libc::MADV_DONTNEED);
-    }
+    // are dead and may read back as zeros. (If the OS refuses, the pages merely stay.)
+    unsafe { pages::discard(start, end) };
 }
 
 /// Bytes of the buffers in the free lists and of the pool (for tests).

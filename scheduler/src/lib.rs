@@ -201,6 +201,7 @@ mod frames;
 mod handle;
 mod idle;
 mod overflow;
+mod pages;
 mod park;
 mod runnext;
 mod runtime;
@@ -214,6 +215,7 @@ pub use blocking::{BlockingPool, DEFAULT_BLOCKING_IDLE, DEFAULT_BLOCKING_THREADS
 pub use context::{current_process, in_process};
 pub use fiber::{Fiber, FiberStatus, REDUCTIONS_PER_SLICE};
 pub use handle::{Block, Handle};
+pub use pages::{ZeroPages, PAGE};
 pub use runtime::{
     Config, GiveBackHook, LongScheduleHook, Padded, Runtime, StartError, TimerHandle,
     DEFAULT_MAX_SLOTS, DEFAULT_SLOT_SIZE, DEFAULT_SPARES, RECYCLE_SPILL_BATCHES,

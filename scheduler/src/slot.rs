@@ -89,9 +89,9 @@ use crate::fiber::{self, Suspend};
 use crate::handle::Handle;
 use crate::Schedulable;
 
-/// Size of the guard page at the bottom of every slot. Linux x86_64/aarch64 page size (4 KiB);
-/// checked against `sysconf(_SC_PAGESIZE)` when a pool is created.
-pub(crate) const GUARD_SIZE: usize = 4096;
+/// Size of the guard page at the bottom of every slot: one page, checked against
+/// `sysconf(_SC_PAGESIZE)` when a pool is created.
+pub(crate) const GUARD_SIZE: usize = crate::pages::PAGE;
 
 /// Bytes copied below the calibrated lowest live word, in case a future corosensei pushes one
 /// more register. Guessed; it costs ~1 ns per copy.

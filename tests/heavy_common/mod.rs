@@ -78,6 +78,17 @@ pub struct AfterBurst {
 }
 
 impl AfterBurst {
+    /// Waits up to 20 s for the RSS to fall to at most `slack` above `before` (a give-back pass
+    /// runs at most once a second, each worker its own).
+    pub fn idle(before: usize, slack: usize) -> AfterBurst {
+        let (now, waited) = wait_for_rss_at_most(before + slack, Duration::from_secs(20));
+        AfterBurst {
+            before,
+            now,
+            waited,
+        }
+    }
+
     /// KiB the idle VM held above its reading before the burst (negative: below it).
     pub fn kib_above(&self) -> i64 {
         (self.now as i64 - self.before as i64) / 1024
@@ -102,19 +113,14 @@ impl AfterBurst {
     }
 }
 
-/// Runs `burst` as the root of a VM that has run once and idled past the runtime's first second
-/// (no give-back happens in it), then waits up to 20 s for the RSS to fall to at most `slack`
-/// above its reading before the burst (a give-back pass runs at most once a second, each worker
-/// its own).
+/// A VM that has run once and idled past the runtime's first second (no give-back happens in
+/// it), and the RSS read then: the reading a burst's memory is compared with.
 ///
 /// The VM reports schedules only from 500 ms (default 5 ms), so that the host's noise does not
 /// make its watchdog start spare threads during the burst: each costs its thread stack's
 /// touched pages and an arena of its own for as long as it lives (+20 to +50 KiB in the
 /// readings of the tests that use this, against the tens of KiB they check).
-pub fn burst_then_idle<F>(burst: F, slack: usize) -> AfterBurst
-where
-    F: FnOnce() + Send + 'static,
-{
+pub fn settled_vm() -> (Vm, usize) {
     let vm = Vm::builder()
         .long_schedule(Duration::from_millis(500))
         .build()
@@ -122,13 +128,18 @@ where
     assert_eq!(vm.run(|| 1 + 1), Ok(2));
     std::thread::sleep(Duration::from_millis(2_500));
     let before = rss_bytes();
+    (vm, before)
+}
+
+/// Runs `burst` as the root of a [`settled_vm`], then waits for the idle VM to give memory back
+/// ([`AfterBurst::idle`]).
+pub fn burst_then_idle<F>(burst: F, slack: usize) -> AfterBurst
+where
+    F: FnOnce() + Send + 'static,
+{
+    let (vm, before) = settled_vm();
     vm.run(burst).expect("the root process failed");
-    let (now, waited) = wait_for_rss_at_most(before + slack, Duration::from_secs(20));
-    AfterBurst {
-        before,
-        now,
-        waited,
-    }
+    AfterBurst::idle(before, slack)
 }
 
 /// Bytes as MiB, for printing.

@@ -1,0 +1,143 @@
+//! Read-write anonymous mappings: address space whose pages read as zeros and are resident
+//! only once written, and a way to give written pages back. Used by the block store
+//! (`frames.rs`: its chunks and its give-back bitmap) and by the VM's process table (its
+//! segments), so that the `mmap`, `munmap` and `madvise` calls and their invariants are written
+//! once.
+
+use std::alloc::Layout;
+use std::ptr::NonNull;
+
+/// Bytes of a page as far as mappings and discards go (Linux's on x86-64, and the smallest on
+/// aarch64). The slot pool refuses to start on a system whose page size differs (`slot.rs`).
+pub const PAGE: usize = 4096;
+
+/// Maps `size` bytes (a multiple of [`PAGE`]) of fresh, uncommitted, read-write address space
+/// and returns its address; the mapping lasts as long as the OS process. Aborts like the global
+/// allocator does when the OS refuses.
+pub(crate) fn map(size: usize) -> usize {
+    debug_assert!(size > 0 && size.is_multiple_of(PAGE));
+    // SAFETY: an anonymous private mapping at an address of the kernel's choosing touches no
+    // existing memory.
+    let address = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            size,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
+            -1,
+            0,
+        )
+    };
+    if address == libc::MAP_FAILED {
+        std::alloc::handle_alloc_error(Layout::from_size_align(size, PAGE).expect("valid layout"));
+    }
+    address as usize
+}
+
+/// Gives the pages `[start, end)` (page-aligned) back to the OS: they read as zeros afterwards
+/// and are resident again only once written. Returns whether the OS did so.
+///
+/// # Safety
+///
+/// The range lies in a mapping of the caller's, and its contents are dead: no thread reads or
+/// writes it meanwhile except as the caller's own invariants allow for memory that may turn to
+/// zeros under them.
+pub(crate) unsafe fn discard(start: usize, end: usize) -> bool {
+    debug_assert!(start.is_multiple_of(PAGE) && end.is_multiple_of(PAGE) && start <= end);
+    // SAFETY: per the caller, the range is ours and dead.
+    unsafe { libc::madvise(start as *mut libc::c_void, end - start, libc::MADV_DONTNEED) == 0 }
+}
+
+/// An owned mapping of zero pages: [`map`] with an end. Unmapped when dropped.
+#[derive(Debug)]
+pub struct ZeroPages {
+    start: NonNull<u8>,
+    len: usize,
+}
+
+// SAFETY: the mapping is plain memory owned by this value; what lives in it is the owner's to
+// synchronize (the accessors hand out raw pointers only).
+unsafe impl Send for ZeroPages {}
+// SAFETY: as above.
+unsafe impl Sync for ZeroPages {}
+
+impl ZeroPages {
+    /// A mapping of at least `bytes` bytes (rounded up to whole pages), all zeros. Aborts like
+    /// the global allocator does when the OS refuses.
+    pub fn new(bytes: usize) -> ZeroPages {
+        let len = bytes.max(1).next_multiple_of(PAGE);
+        ZeroPages {
+            start: NonNull::new(map(len) as *mut u8).expect("a mapping is never at address 0"),
+            len,
+        }
+    }
+
+    /// The first byte (page-aligned).
+    pub fn as_ptr(&self) -> *mut u8 {
+        self.start.as_ptr()
+    }
+
+    /// Bytes mapped.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Never: a mapping holds at least a page.
+    pub fn is_empty(&self) -> bool {
+        false
+    }
+
+    /// Gives back the whole pages inside bytes `[from, to)` of the mapping (the partial pages
+    /// at either end are kept): they read as zeros afterwards. Returns the byte range given
+    /// back, or `None` if it was empty or the OS refused.
+    ///
+    /// # Safety
+    ///
+    /// The bytes of those pages are dead: nobody reads or writes them meanwhile except as the
+    /// caller's own invariants allow for memory that may turn to zeros under them.
+    pub unsafe fn discard(&self, from: usize, to: usize) -> Option<std::ops::Range<usize>> {
+        let first = from.next_multiple_of(PAGE);
+        let end = to.min(self.len) / PAGE * PAGE;
+        if end <= first {
+            return None;
+        }
+        let base = self.start.as_ptr() as usize;
+        // SAFETY: whole pages of our own mapping, dead per the caller.
+        unsafe { discard(base + first, base + end) }.then_some(first..end)
+    }
+}
+
+impl Drop for ZeroPages {
+    fn drop(&mut self) {
+        // SAFETY: the mapping `new` made, of this length; `&mut self`: nothing borrows it.
+        unsafe { libc::munmap(self.start.as_ptr().cast(), self.len) };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A mapping reads as zeros, and a discard keeps the partial pages at its ends and zeroes
+    /// the whole pages between them.
+    #[test]
+    fn discard_zeroes_only_whole_pages_inside_the_range() {
+        let pages = ZeroPages::new(3 * PAGE + 1);
+        assert_eq!(pages.len(), 4 * PAGE);
+        // SAFETY: our own mapping, nobody else uses it.
+        let bytes = unsafe { std::slice::from_raw_parts_mut(pages.as_ptr(), pages.len()) };
+        assert!(bytes.iter().all(|&b| b == 0));
+        bytes.fill(7);
+        // SAFETY: as above.
+        let given = unsafe { pages.discard(100, 3 * PAGE + 5) };
+        assert_eq!(given, Some(PAGE..3 * PAGE));
+        // SAFETY: as above.
+        let bytes = unsafe { std::slice::from_raw_parts(pages.as_ptr(), pages.len()) };
+        for (at, &byte) in bytes.iter().enumerate() {
+            let expected = if (PAGE..3 * PAGE).contains(&at) { 0 } else { 7 };
+            assert_eq!(byte, expected, "byte {at}");
+        }
+        // SAFETY: as above.
+        assert_eq!(unsafe { pages.discard(10, PAGE - 1) }, None);
+    }
+}
