@@ -48,7 +48,7 @@ pub(crate) unsafe fn discard(start: usize, end: usize) -> bool {
     unsafe { libc::madvise(start as *mut libc::c_void, end - start, libc::MADV_DONTNEED) == 0 }
 }
 
-/// An owned mapping of zero pages: [`map`] with an end. Unmapped when dropped.
+/// An owned mapping of zero pages, resident only once written; unmapped when dropped.
 #[derive(Debug)]
 pub struct ZeroPages {
     start: NonNull<u8>,
