@@ -125,6 +125,7 @@ pub mod process;
 mod receive;
 mod registry;
 mod signal;
+mod spin;
 mod table;
 pub mod task;
 mod vm;
