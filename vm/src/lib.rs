@@ -39,7 +39,7 @@
 //!
 //! # Design records
 //!
-//! - Mailbox layout and selective receive: `mailbox.rs` (outer queue under a mutex, inner
+//! - Mailbox layout and selective receive: `mailbox.rs` (outer queue under a spin lock, `spin.rs`; inner
 //!   queue private to the receiver, BEAM-style).
 //! - Process table and pids: `table.rs` (generational entries in segments mapped on use; the
 //!   idle pass gives the pages above the highest index in use back, under an entry lock whose
