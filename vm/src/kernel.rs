@@ -569,4 +569,105 @@ mod tests {
         })
         .unwrap();
     }
+
+    /// Polls (inside a process) until the table's discarded pages satisfy `done`; fails after
+    /// 20 s, like `wait_for_mark`.
+    fn wait_for_discarded(what: &str, done: impl Fn(usize) -> bool) -> usize {
+        let start = std::time::Instant::now();
+        loop {
+            let pages = current("test").vm.table.discarded_pages();
+            if done(pages) {
+                return pages;
+            }
+            assert!(
+                start.elapsed() < std::time::Duration::from_secs(20),
+                "the table's discarded pages stayed at {pages}: {what}"
+            );
+            process::sleep(std::time::Duration::from_millis(50));
+        }
+    }
+
+    /// Below a live process at a high index, the idle pass gives back the pages whose entries
+    /// are all free, without moving the fresh mark. Their pids stay dead; new processes fill
+    /// those pages before the table grows, with pids that repeat none of the old ones; a walk
+    /// of the table lists exactly the live processes.
+    #[test]
+    fn the_table_gives_back_free_pages_below_a_live_process() {
+        let vm = Vm::builder().schedulers(2).build().unwrap();
+        vm.run(|| {
+            let root = crate::self_pid();
+            let parked = |count: usize| -> Vec<crate::Pid> {
+                (0..count)
+                    .map(|_| {
+                        spawn(move || {
+                            let () = receive::<()>();
+                            send(root, "done");
+                        })
+                    })
+                    .collect()
+            };
+            let release = |pids: &[crate::Pid]| {
+                for &pid in pids {
+                    send(pid, ());
+                }
+                for _ in 0..pids.len() {
+                    assert_eq!(receive::<&str>(), "done");
+                }
+            };
+            let below = parked(20_000);
+            let pinned = spawn(|| {
+                let () = receive::<()>();
+            });
+            let mark = current("test").vm.table.indices_used();
+            assert_eq!(mark, pinned.index + 1, "the pinned process is the highest");
+            release(&below);
+            // 20,000 indices are 156 whole pages; the root's page and the pinned one's stay.
+            let pages = wait_for_discarded("a pass should give the free pages back", |pages| {
+                pages >= 150
+            });
+            assert!(pages <= 157, "{pages} pages given back of ~157");
+            let table = &current("test").vm.table;
+            assert_eq!(
+                table.indices_used(),
+                mark,
+                "the mark stays at the pinned process"
+            );
+            assert!(process::alive(pinned), "a live process survives the pass");
+            let mut listed = process::list();
+            listed.sort_by_key(|pid| pid.index);
+            assert_eq!(
+                listed,
+                vec![root, pinned],
+                "a walk lists the live processes only"
+            );
+            for &pid in &below {
+                assert!(!process::alive(pid), "{pid:?} was given back, not revived");
+                send(pid, ()); // to a dead pid: dropped
+            }
+            let stale: std::collections::HashSet<crate::Pid> = below.iter().copied().collect();
+            let refill = parked(15_000);
+            assert_eq!(
+                table.indices_used(),
+                mark,
+                "new processes fill the given-back pages before the table grows"
+            );
+            assert!(
+                table.discarded_pages() < pages,
+                "new processes took given-back pages"
+            );
+            assert!(
+                refill.iter().all(|pid| !stale.contains(pid)),
+                "a new pid repeated one whose entry was given back"
+            );
+            assert!(refill.iter().all(|&pid| process::alive(pid)));
+            assert!(stale.iter().all(|&pid| !process::alive(pid)));
+            release(&refill);
+            send(pinned, ());
+            wait_for_mark("a pass should lower it to the bottom", |used| used < 100);
+            wait_for_discarded("pages above the lowered mark leave the set", |pages| {
+                pages == 0
+            });
+        })
+        .unwrap();
+    }
 }

@@ -13,8 +13,9 @@
 //!    `Drop` calls `free_index`): a finished process's block that the schedulers keep for
 //!    reuse keeps its index, and the next process made in that block takes the same index with
 //!    the next generation, without touching the free lists.
-//! 5. Every index below `next_fresh` is in exactly one place: held by a control block, or in
-//!    one free shard. No index at or above `next_fresh` is held or free.
+//! 5. Every index below `next_fresh` is in exactly one place: held by a control block, in
+//!    one free shard, or on a discarded page (every index of a page in `discarded` is free and
+//!    in no shard). No index at or above `next_fresh` is held, free or discarded.
 //!
 //! Entries live in segments allocated on first use, each twice the size of the one before
 //! (1 Ki entries, then 2 Ki, 4 Ki, ...), so the table's address space grows in proportion to
@@ -45,8 +46,15 @@
 //!   discards, before any of them can be reused, and `insert` starts an entry at
 //!   `max(its generation, floor) + 1` (invariant 1).
 //!
-//! Only the top of the table shrinks: a process alive at a high index keeps the pages below
-//! it. Free indices are reused newest first, so steady work stays at the bottom.
+//! Below the fresh mark, the pass also discards every page whose entries are all free, when
+//! there are at least [`MIN_DISCARD`] entries' worth of them: a process alive at a high index
+//! (a coordinator spawned during a burst) would otherwise keep the whole burst's entries
+//! resident below it. A discarded page's indices leave the free shards (4 bytes each, which
+//! would otherwise stay behind too) and the page goes to the `discarded` set; a spawn that
+//! finds the shards empty takes the lowest discarded page whole, before a fresh index, so the
+//! table refills from the bottom and its top can shrink again. Free indices are reused newest
+//! first, so steady work stays on the pages it keeps warm. Walks of the table (`processes`,
+//! `pids`) skip discarded pages under the set's lock, so they do not fault them back in.
 
 use std::cell::UnsafeCell;
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
@@ -312,6 +320,13 @@ pub(crate) struct ProcessTable {
     next_fresh: Padded<AtomicU32>,
     /// The highest generation of any entry whose memory was given back (invariant 1).
     floor: AtomicU64,
+    /// Pages below the fresh mark given back while all their indices were free (invariant 5).
+    /// Lock order: after the free shards; no entry lock is held while taking it.
+    discarded: Mutex<DiscardedPages>,
+    /// Pages in `discarded`, readable without its lock. Relaxed: a hint, like
+    /// [`FreeShard::len`]; a stale zero only means a fresh index is used where a discarded page
+    /// existed.
+    discarded_pages: AtomicUsize,
     /// Room for more processes that no shard holds as credit (see [`FreeShard::credit`]):
     /// `max` minus the processes in the table (and reserved) minus every shard's credit.
     /// Any thread, atomically; touched once per [`CREDIT_BATCH`] spawns or exits per shard.
@@ -387,6 +402,69 @@ impl FreeShard {
     }
 }
 
+/// A set of pages of entries (page `p` holds indices `p * ENTRIES_PER_PAGE ..`): one bit each.
+#[derive(Default)]
+struct DiscardedPages {
+    bits: Vec<u64>,
+    /// Pages in the set.
+    len: usize,
+}
+
+impl DiscardedPages {
+    fn contains(&self, page: usize) -> bool {
+        self.bits
+            .get(page / 64)
+            .is_some_and(|word| word & (1 << (page % 64)) != 0)
+    }
+
+    fn insert(&mut self, page: usize) {
+        if self.bits.len() <= page / 64 {
+            self.bits.resize(page / 64 + 1, 0);
+        }
+        let word = &mut self.bits[page / 64];
+        if *word & (1 << (page % 64)) == 0 {
+            *word |= 1 << (page % 64);
+            self.len += 1;
+        }
+    }
+
+    /// Removes and returns the lowest page.
+    fn pop_lowest(&mut self) -> Option<usize> {
+        let (at, word) = self
+            .bits
+            .iter_mut()
+            .enumerate()
+            .find(|(_, word)| **word != 0)?;
+        let bit = word.trailing_zeros() as usize;
+        *word &= !(1 << bit);
+        self.len -= 1;
+        Some(at * 64 + bit)
+    }
+
+    /// Removes every page from `first` on.
+    fn truncate(&mut self, first: usize) {
+        for page in first..self.bits.len() * 64 {
+            let word = &mut self.bits[page / 64];
+            if *word & (1 << (page % 64)) != 0 {
+                *word &= !(1 << (page % 64));
+                self.len -= 1;
+            }
+        }
+        self.bits.truncate(first.div_ceil(64));
+        if self.len == 0 {
+            self.bits = Vec::new();
+        }
+    }
+
+    fn pages(&self) -> impl Iterator<Item = usize> + '_ {
+        self.bits.iter().enumerate().flat_map(|(at, &word)| {
+            (0..64)
+                .filter(move |bit| word & (1 << bit) != 0)
+                .map(move |bit| at * 64 + bit)
+        })
+    }
+}
+
 impl ProcessTable {
     /// A table for at most `max` processes of VM `vm`, whose processes run on `schedulers`
     /// schedulers.
@@ -398,6 +476,8 @@ impl ProcessTable {
             free: (0..=schedulers).map(|_| FreeShard::new()).collect(),
             next_fresh: Padded(AtomicU32::new(0)),
             floor: AtomicU64::new(0),
+            discarded: Mutex::new(DiscardedPages::default()),
+            discarded_pages: AtomicUsize::new(0),
             available: Padded(AtomicUsize::new(max)),
             max,
             vm,
@@ -475,16 +555,19 @@ impl ProcessTable {
         reused: Option<u32>,
         make: impl FnOnce(Pid) -> Handle<Process>,
     ) -> Handle<Process> {
-        let index = reused.or_else(|| self.take_free(shard)).unwrap_or_else(|| {
-            // Acquire: pairs with the Release of `give_back`'s lowering of the mark, so that
-            // an index it discarded is reused only after its `floor` (the entry itself is
-            // published under its own lock).
-            self.next_fresh.fetch_add(1, Ordering::Acquire)
-        });
+        let index = reused
+            .or_else(|| self.take_free(shard))
+            .or_else(|| self.take_discarded(shard))
+            .unwrap_or_else(|| {
+                // Acquire: pairs with the Release of `give_back`'s lowering of the mark, so that
+                // an index it discarded is reused only after its `floor` (the entry itself is
+                // published under its own lock).
+                self.next_fresh.fetch_add(1, Ordering::Acquire)
+            });
         let entry = self.entry_or_create(index);
         let mut state = entry.write();
         // Relaxed: `floor` was raised before the index could reach us: under the free shards'
-        // locks, or before the mark that handed it out (see above).
+        // locks or the discarded set's, or before the mark that handed it out (see above).
         let floor = self.floor.load(Ordering::Relaxed);
         let generation = (*state.generation()).max(floor) + 1;
         *state.generation() = generation;
@@ -546,6 +629,42 @@ impl ProcessTable {
         (0..shards).find_map(|offset| self.free[(shard + offset) % shards].pop())
     }
 
+    /// The first index of the lowest discarded page, whose other indices go to shard `shard`
+    /// (invariant 5: they leave the page's set and enter a shard at once, under the set's
+    /// lock and then the shard's; nothing else holds both).
+    fn take_discarded(&self, shard: usize) -> Option<u32> {
+        // Relaxed: see the field.
+        if self.discarded_pages.load(Ordering::Relaxed) == 0 {
+            return None;
+        }
+        let page = {
+            let mut discarded = self.discarded.lock().unwrap_or_else(|e| e.into_inner());
+            let page = discarded.pop_lowest()?;
+            // Relaxed: see the field.
+            self.discarded_pages.store(discarded.len, Ordering::Relaxed);
+            page
+        };
+        let first = page * ENTRIES_PER_PAGE;
+        let shard = &self.free[shard];
+        let mut indices = shard.indices.lock().unwrap_or_else(|e| e.into_inner());
+        // Highest first: the shard is LIFO, so the page fills from its bottom.
+        indices.extend(
+            (first + 1..first + ENTRIES_PER_PAGE)
+                .rev()
+                .map(|index| index as u32),
+        );
+        // Relaxed: see `FreeShard::len`.
+        shard.len.store(indices.len(), Ordering::Relaxed);
+        Some(first as u32)
+    }
+
+    /// Pages given back below the fresh mark (for tests).
+    #[cfg(test)]
+    pub(crate) fn discarded_pages(&self) -> usize {
+        // Relaxed: a statistic.
+        self.discarded_pages.load(Ordering::Relaxed)
+    }
+
     /// Indices ever used: the table's high-water mark (for tests).
     #[cfg(test)]
     pub(crate) fn indices_used(&self) -> u32 {
@@ -587,7 +706,10 @@ impl ProcessTable {
 
     /// Every live process, in index order.
     pub(crate) fn processes(&self) -> Vec<Handle<Process>> {
+        // Held for the walk: no discarded page is taken (and filled) meanwhile.
+        let discarded = self.discarded.lock().unwrap_or_else(|e| e.into_inner());
         self.used_entries()
+            .filter(|&(index, _)| !discarded.contains(index as usize / ENTRIES_PER_PAGE))
             .filter_map(|(_, entry)| entry.read().process().cloned())
             .collect()
     }
@@ -595,7 +717,12 @@ impl ProcessTable {
     /// Every live pid, in index order.
     pub(crate) fn pids(&self) -> Vec<Pid> {
         let mut pids = Vec::with_capacity(self.len());
+        // Held for the walk, as in `processes`.
+        let discarded = self.discarded.lock().unwrap_or_else(|e| e.into_inner());
         for (index, entry) in self.used_entries() {
+            if discarded.contains(index as usize / ENTRIES_PER_PAGE) {
+                continue;
+            }
             let state = entry.read();
             if state.process().is_some() {
                 pids.push(Pid::new(self.vm, index, state.generation()));
@@ -604,71 +731,131 @@ impl ProcessTable {
         pids
     }
 
-    /// Gives back the memory of the entries above the highest index in use: lowers the fresh
-    /// mark to just above it and discards their whole pages, and shrinks the free shards. Called
-    /// by the idle pass that gives memory back (see the module docs). Does nothing unless at
-    /// least [`MIN_DISCARD`] entries at the top are free.
+    /// Gives back the memory of free entries: lowers the fresh mark to just above the highest
+    /// index in use and discards the whole pages above it, discards the pages below it whose
+    /// entries are all free, and shrinks the free shards. Called by the idle pass that gives
+    /// memory back (see the module docs). Discards nothing unless at least [`MIN_DISCARD`]
+    /// entries at the top, or as many on wholly free pages below, are free.
     pub(crate) fn give_back(&self) {
-        // Shards in index order (nothing else holds two shard locks): while we hold them, no
-        // free index is taken or added.
+        // Shards in index order, then the discarded set (nothing else holds two of these
+        // locks): while we hold them, no free index or discarded page is taken or added.
         let mut shards: Vec<MutexGuard<'_, Vec<u32>>> = self
             .free
             .iter()
             .map(|shard| shard.indices.lock().unwrap_or_else(|e| e.into_inner()))
             .collect();
+        let mut discarded = self.discarded.lock().unwrap_or_else(|e| e.into_inner());
         // Relaxed: a spawn that takes a fresh index meanwhile makes the compare-and-swap below
         // fail; nothing is read through the mark before it.
-        let fresh = self.next_fresh.load(Ordering::Relaxed);
-        let free_count: usize = shards.iter().map(|indices| indices.len()).sum();
-        if free_count < MIN_DISCARD {
+        let fresh = self.next_fresh.load(Ordering::Relaxed) as usize;
+        let in_shards: usize = shards.iter().map(|indices| indices.len()).sum();
+        if in_shards < MIN_DISCARD && discarded.len == 0 {
             return;
         }
-        // The lowest `low` with every index in `low..fresh` free (invariant 5: they are then
-        // held by no block and no process).
-        let mut free = vec![0u64; (fresh as usize).div_ceil(64)];
+        // Every free index below the mark (invariant 5: it is then held by no block and no
+        // process), one bit each; a page is two words.
+        let mut free = vec![0u64; fresh.div_ceil(64)];
         for &index in shards.iter().flat_map(|indices| indices.iter()) {
             free[index as usize / 64] |= 1 << (index % 64);
         }
-        let mut low = fresh as usize;
+        const WORDS_PER_PAGE: usize = ENTRIES_PER_PAGE / 64;
+        for page in discarded.pages() {
+            free[page * WORDS_PER_PAGE..(page + 1) * WORDS_PER_PAGE].fill(u64::MAX);
+        }
+        // The top: the lowest `low` with every index in `low..fresh` free.
+        let mut low = fresh;
         while low > 0 && free[(low - 1) / 64] & (1 << ((low - 1) % 64)) != 0 {
             low -= 1;
         }
-        if (fresh as usize) - low < MIN_DISCARD {
+        let top = fresh - low >= MIN_DISCARD;
+        let below = if top { low } else { fresh };
+        // Below it: whole pages of free entries not given back yet.
+        let interior: Vec<usize> = (0..below / ENTRIES_PER_PAGE)
+            .filter(|&page| {
+                !discarded.contains(page)
+                    && free[page * WORDS_PER_PAGE..(page + 1) * WORDS_PER_PAGE]
+                        .iter()
+                        .all(|&word| word == u64::MAX)
+            })
+            .collect();
+        let interior = if interior.len() * ENTRIES_PER_PAGE >= MIN_DISCARD {
+            interior
+        } else {
+            Vec::new()
+        };
+        if !top && interior.is_empty() {
             return;
         }
-        let mut highest = 0;
-        for (segment, entries) in self.segments.iter().enumerate() {
-            let first = first_index(segment) as usize;
-            let Some(entries) = entries.get() else {
-                continue;
-            };
-            let start = low.max(first) - first;
-            let end = (fresh as usize)
-                .min(first + entries.len)
-                .saturating_sub(first);
-            if start < end {
-                highest = highest.max(entries.discard(start..end));
-            }
-        }
-        // Release (both): pairs with `insert`'s loads, through the shard locks we hold or the
-        // mark's Acquire (invariant 1 holds before any discarded entry is reused).
+        // The top's whole pages, but for those given back already (their entries are zero;
+        // locking them would fault them in again).
+        let top_pages: Vec<usize> = if top {
+            (low.div_ceil(ENTRIES_PER_PAGE)..fresh / ENTRIES_PER_PAGE)
+                .filter(|&page| !discarded.contains(page))
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let highest = self
+            .discard_pages(&interior)
+            .max(self.discard_pages(&top_pages));
+        // Release (both): pairs with `insert`'s loads, through the shard locks or the set's
+        // lock we hold, or the mark's Acquire (invariant 1 holds before any discarded entry is
+        // reused).
         self.floor.fetch_max(highest, Ordering::Release);
-        if self
-            .next_fresh
-            .compare_exchange(fresh, low as u32, Ordering::Release, Ordering::Relaxed)
-            .is_err()
-        {
-            // A spawn took a fresh index meanwhile: the discarded entries stay free, to be
-            // reused (empty entries are valid), and the mark stays.
-            return;
+        for &page in &interior {
+            discarded.insert(page);
         }
+        let lowered = top
+            && self
+                .next_fresh
+                .compare_exchange(
+                    fresh as u32,
+                    low as u32,
+                    Ordering::Release,
+                    Ordering::Relaxed,
+                )
+                .is_ok();
+        // If a spawn took a fresh index meanwhile, the mark stays: the top's discarded entries
+        // stay in the shards, free, to be reused (empty entries are valid).
+        if lowered {
+            // Wholly free pages at or above `low` start at or above it (`low` is the lowest
+            // index of the free run that reaches the mark).
+            discarded.truncate(low.div_ceil(ENTRIES_PER_PAGE));
+        }
+        // Relaxed: see the field.
+        self.discarded_pages.store(discarded.len, Ordering::Relaxed);
+        let limit = if lowered { low } else { fresh };
         for (indices, shard) in shards.iter_mut().zip(self.free.iter()) {
-            indices.retain(|&index| (index as usize) < low);
+            indices.retain(|&index| {
+                (index as usize) < limit && !discarded.contains(index as usize / ENTRIES_PER_PAGE)
+            });
             let kept = indices.len();
             indices.shrink_to(kept.max(MIN_DISCARD));
             // Relaxed: see `FreeShard::len`.
             shard.len.store(indices.len(), Ordering::Relaxed);
         }
+    }
+
+    /// Discards the pages `pages` (ascending; every entry on them free) and returns the highest
+    /// generation they held. One `madvise` per run of adjacent pages in one segment.
+    fn discard_pages(&self, pages: &[usize]) -> u64 {
+        let mut highest = 0;
+        let mut rest = pages;
+        while let Some(&first) = rest.first() {
+            let (segment, offset) = locate((first * ENTRIES_PER_PAGE) as u32);
+            let segment_end =
+                (first_index(segment) as usize + segment_len(segment)) / ENTRIES_PER_PAGE;
+            let run = rest
+                .iter()
+                .enumerate()
+                .take_while(|&(at, &page)| page == first + at && page < segment_end)
+                .count();
+            if let Some(entries) = self.segments[segment].get() {
+                highest = highest.max(entries.discard(offset..offset + run * ENTRIES_PER_PAGE));
+            }
+            rest = &rest[run..];
+        }
+        highest
     }
 }
 
@@ -676,8 +863,11 @@ impl Drop for ProcessTable {
     fn drop(&mut self) {
         // Only entries below the fresh mark can hold a process (invariant 5): the pages above
         // are never touched again. The segments' mappings go with them.
-        for (_, entry) in self.used_entries() {
-            drop(entry.write().process().take());
+        let discarded = std::mem::take(self.discarded.get_mut().unwrap_or_else(|e| e.into_inner()));
+        for (index, entry) in self.used_entries() {
+            if !discarded.contains(index as usize / ENTRIES_PER_PAGE) {
+                drop(entry.write().process().take());
+            }
         }
     }
 }
@@ -727,6 +917,24 @@ mod tests {
     }
 
     /// The entry lock excludes writers from each other and from readers, under contention.
+    #[test]
+    fn the_discarded_set_hands_out_its_lowest_page_and_truncates() {
+        let mut set = DiscardedPages::default();
+        for page in [130, 3, 64, 3, 200] {
+            set.insert(page);
+        }
+        assert_eq!(set.len, 4, "a page is in the set once");
+        assert_eq!(set.pages().collect::<Vec<_>>(), [3, 64, 130, 200]);
+        assert!(set.contains(64) && !set.contains(65) && !set.contains(10_000));
+        assert_eq!(set.pop_lowest(), Some(3));
+        set.truncate(130);
+        assert_eq!(set.pages().collect::<Vec<_>>(), [64]);
+        assert_eq!(set.len, 1);
+        assert_eq!(set.pop_lowest(), Some(64));
+        assert_eq!(set.pop_lowest(), None);
+        assert_eq!(set.len, 0);
+    }
+
     #[test]
     fn the_entry_lock_is_exclusive_for_writers() {
         let segment = Segment::new(segment_len(0));
