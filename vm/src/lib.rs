@@ -211,6 +211,13 @@ macro_rules! process_local {
 /// nothing matched in time (`Duration::ZERO` polls once); without it the macro waits forever.
 /// `break`, `continue`, `return` and `?` in a body act on the code around the macro. A pattern
 /// has no top-level `:` and no `mut`/`ref` binding modifiers; guards must not call the VM.
+/// A clause without its type does not compile, and the error names the clause:
+///
+/// ```compile_fail
+/// # let vm = starling::Vm::builder().schedulers(1).build().unwrap();
+/// // error: receive!: the clause `n => ...` names no message type; write `PATTERN: TYPE => BODY`
+/// let got = vm.run(|| starling::receive! { n => n + 1 });
+/// ```
 ///
 /// # Panics
 ///
@@ -264,6 +271,15 @@ macro_rules! __receive_parse {
     // End of the clauses, no `after`.
     (@clauses [$($clauses:tt)*] @pattern []) => {
         $crate::__receive_emit!([$($clauses)*] [])
+    };
+    // A clause that reaches `=>` without a `:` has no type: say so, rather than let the
+    // muncher run out of rules with "unexpected end of macro invocation".
+    (@clauses [$($clauses:tt)*] @pattern [$($pattern:tt)+] => $($rest:tt)*) => {
+        ::core::compile_error!(::core::concat!(
+            "receive!: the clause `",
+            ::core::stringify!($($pattern)+),
+            " => ...` names no message type; write `PATTERN: TYPE => BODY`, e.g. `n: u32 => n`"
+        ))
     };
     // The pattern ends at the first top-level `:`.
     (@clauses [$($clauses:tt)*] @pattern [$($pattern:tt)+] : $($rest:tt)*) => {
