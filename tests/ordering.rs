@@ -102,3 +102,49 @@ on_schedulers! {
 
 #[derive(Debug)]
 struct Go;
+
+/// Senders outside the VM, more OS threads than cores (so the kernel preempts some of them
+/// while they hold a mailbox's senders' lock, which spins and yields rather than sleeps):
+/// nothing is lost, nothing is duplicated, and each thread's messages arrive in order.
+#[test]
+fn senders_on_more_threads_than_cores_lose_nothing_and_keep_their_order() {
+    const THREADS: usize = 8;
+    const PER_THREAD: u32 = 20_000;
+    let vm = std::sync::Arc::new(starling::Vm::new());
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    let receiver = vm.spawn(move || {
+        let mut next = [0u32; THREADS];
+        for _ in 0..THREADS * PER_THREAD as usize {
+            let (thread, seq): (usize, u32) = receive();
+            if seq != next[thread] {
+                let _ = ready_tx.send(Err(format!(
+                    "thread {thread}: expected #{} got #{seq}",
+                    next[thread]
+                )));
+                return;
+            }
+            next[thread] += 1;
+        }
+        let _ = ready_tx.send(Ok(next));
+    });
+    let barrier = std::sync::Arc::new(std::sync::Barrier::new(THREADS));
+    let threads: Vec<_> = (0..THREADS)
+        .map(|thread| {
+            let vm = std::sync::Arc::clone(&vm);
+            let barrier = std::sync::Arc::clone(&barrier);
+            std::thread::spawn(move || {
+                barrier.wait();
+                for seq in 0..PER_THREAD {
+                    vm.send(receiver, (thread, seq));
+                }
+            })
+        })
+        .collect();
+    for thread in threads {
+        thread.join().expect("a sender thread panicked");
+    }
+    let got = ready_rx
+        .recv_timeout(std::time::Duration::from_secs(120))
+        .expect("the receiver finished");
+    assert_eq!(got, Ok([PER_THREAD; THREADS]));
+}
