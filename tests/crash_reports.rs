@@ -1,0 +1,128 @@
+//! Crash reports: a process that overflows its stack or panics makes the VM print one line on
+//! standard error that names the process's pid (and, for an overflow, the stack size), unless
+//! the VM was built with `crash_reports(false)`.
+//!
+//! Standard error is the test process's own, so each test runs itself again as a child
+//! process (`CHILD` in its environment says which case) and reads the child's output.
+
+mod heavy_common;
+
+use std::process::Command;
+
+use heavy_common::recurse_bytes;
+
+use starling::{receive_match, spawn_monitor, Down, ExitReason, Vm};
+
+/// The environment variable that makes a test the child that crashes a process.
+const CHILD: &str = "STARLING_CRASH_REPORT_CHILD";
+
+/// Recurses without bound (until the guard page stops it).
+fn overflow() {
+    recurse_bytes(usize::MAX);
+    unreachable!("an unbounded recursion returned");
+}
+
+/// In the child: spawns a monitored process running `body` on a VM with 64 KiB stacks and
+/// crash reports as given, prints the process's pid on standard output (after libtest's
+/// `test NAME ... `, on the same line), and returns the reason it ended with.
+fn crash_in_child(reports: bool, body: fn()) -> ExitReason {
+    let vm = Vm::builder()
+        .schedulers(2)
+        .stack_size(64 * 1024)
+        .crash_reports(reports)
+        .build()
+        .expect("building the VM");
+    vm.run(move || {
+        let (pid, monitor) = spawn_monitor(body);
+        println!("CRASHED_PID={pid}");
+        receive_match::<Down>(|down| down.monitor == monitor).reason
+    })
+    .expect("the root process failed")
+}
+
+/// Runs test `name` of this binary again as a child with `CHILD=case`; returns the pid it
+/// printed and its standard error.
+fn run_child(name: &str, case: &str) -> (String, String) {
+    let output = Command::new(std::env::current_exe().expect("the test binary's path"))
+        .args(["--exact", name, "--nocapture", "--test-threads=1"])
+        .env(CHILD, case)
+        .output()
+        .expect("running the test binary as a child");
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert!(
+        output.status.success(),
+        "the child failed\nstdout:\n{stdout}\nstderr:\n{stderr}"
+    );
+    let pid = stdout
+        .lines()
+        .find_map(|line| line.split("CRASHED_PID=").nth(1))
+        .unwrap_or_else(|| panic!("the child printed no pid\nstdout:\n{stdout}"))
+        .to_string();
+    (pid, stderr)
+}
+
+#[test]
+fn an_overflow_report_names_the_pid_and_the_stack_size() {
+    match std::env::var(CHILD).as_deref() {
+        Ok("overflow") => {
+            let reason = crash_in_child(true, overflow);
+            assert_eq!(reason, ExitReason::StackOverflow);
+        }
+        Ok(_) => {}
+        Err(_) => {
+            let (pid, stderr) = run_child(
+                "an_overflow_report_names_the_pid_and_the_stack_size",
+                "overflow",
+            );
+            let report =
+                format!("starling: process {pid} overflowed its stack (64 KiB) and was ended");
+            assert!(
+                stderr.lines().any(|line| line == report),
+                "no line `{report}` in the child's standard error:\n{stderr}"
+            );
+        }
+    }
+}
+
+#[test]
+fn a_panic_report_names_the_pid_and_the_message() {
+    match std::env::var(CHILD).as_deref() {
+        Ok("panic") => {
+            let reason = crash_in_child(true, || panic!("a deliberate panic"));
+            assert_eq!(reason, ExitReason::Panic("a deliberate panic".into()));
+        }
+        Ok(_) => {}
+        Err(_) => {
+            let (pid, stderr) = run_child("a_panic_report_names_the_pid_and_the_message", "panic");
+            let prefix = format!("starling: process {pid} panicked at tests/crash_reports.rs:");
+            assert!(
+                stderr
+                    .lines()
+                    .any(|line| line.starts_with(&prefix) && line.ends_with(": a deliberate panic")),
+                "no line `{prefix}...: a deliberate panic` in the child's standard error:\n{stderr}"
+            );
+        }
+    }
+}
+
+#[test]
+fn a_vm_without_crash_reports_prints_none() {
+    match std::env::var(CHILD).as_deref() {
+        Ok("quiet") => {
+            assert_eq!(crash_in_child(false, overflow), ExitReason::StackOverflow);
+            assert_eq!(
+                crash_in_child(false, || panic!("a deliberate panic")),
+                ExitReason::Panic("a deliberate panic".into())
+            );
+        }
+        Ok(_) => {}
+        Err(_) => {
+            let (pid, stderr) = run_child("a_vm_without_crash_reports_prints_none", "quiet");
+            assert!(
+                !stderr.contains("starling: process"),
+                "a quiet VM reported a crash (last pid {pid}):\n{stderr}"
+            );
+        }
+    }
+}
