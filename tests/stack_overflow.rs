@@ -136,3 +136,36 @@ fn a_small_stack_size_bounds_the_recursion() {
         assert_eq!(vm.run(|| recurse_bytes(30 * 1024) > 0), Ok(true));
     });
 }
+
+/// Writes into a local array of `BYTES`, one frame far larger than the stack.
+#[inline(never)]
+fn one_huge_frame() -> u8 {
+    const BYTES: usize = 4 << 20;
+    let mut frame = [0u8; BYTES];
+    for (at, byte) in frame.iter_mut().enumerate().step_by(4096) {
+        *byte = at as u8;
+    }
+    std::hint::black_box(&mut frame)[BYTES - 1]
+}
+
+/// A single frame larger than the whole stack does not jump over the guard page into other
+/// memory: the compiler's stack probes touch it page by page, the first touch below the stack
+/// hits the guard, and the process ends alone with `StackOverflow`.
+#[test]
+fn one_frame_larger_than_the_stack_overflows_into_the_guard() {
+    guarded("a frame larger than the stack", || {
+        let vm = quiet_vm(2);
+        let outcome = vm.run(|| {
+            let sibling = echo();
+            ping(sibling, 0);
+            let reason = exit_reason_of(|| {
+                one_huge_frame();
+            });
+            ping(sibling, 1);
+            stop_echo(sibling);
+            reason
+        });
+        assert_eq!(outcome, Ok(ExitReason::StackOverflow));
+        assert_eq!(vm.run(|| 1 + 1), Ok(2));
+    });
+}
