@@ -481,21 +481,47 @@ mod tests {
         );
     }
 
-    /// Polls (inside a process) until the table's fresh mark satisfies `done`; fails after 20 s,
+    /// Polls (inside a process) until `read` of the table satisfies `done`; fails after 20 s,
     /// which is many idle passes (one runs about once a second while the VM idles).
-    fn wait_for_mark(what: &str, done: impl Fn(u32) -> bool) -> u32 {
+    fn wait_for_table<T: Copy + std::fmt::Debug>(
+        what: &str,
+        read: impl Fn(&crate::table::ProcessTable) -> T,
+        done: impl Fn(T) -> bool,
+    ) -> T {
         let start = std::time::Instant::now();
         loop {
-            let used = current("test").vm.table.indices_used();
-            if done(used) {
-                return used;
+            let value = read(&current("test").vm.table);
+            if done(value) {
+                return value;
             }
             assert!(
                 start.elapsed() < std::time::Duration::from_secs(20),
-                "the table's fresh mark stayed at {used}: {what}"
+                "the table stayed at {value:?}: {what}"
             );
             process::sleep(std::time::Duration::from_millis(50));
         }
+    }
+
+    /// [`wait_for_table`] on the fresh mark.
+    fn wait_for_mark(what: &str, done: impl Fn(u32) -> bool) -> u32 {
+        wait_for_table(what, |table| table.indices_used(), done)
+    }
+
+    /// [`wait_for_table`] on the pages given back below the mark.
+    fn wait_for_discarded(what: &str, done: impl Fn(usize) -> bool) -> usize {
+        wait_for_table(what, |table| table.discarded_pages(), done)
+    }
+
+    /// Spawns `count` processes that each wait for a `()` and then send "done" to `root`.
+    fn parked(root: crate::Pid, count: usize) -> Vec<crate::Pid> {
+        (0..count)
+            .map(|_| {
+                spawn(move || {
+                    let () = receive::<()>();
+                    send(root, "done");
+                })
+            })
+            .collect()
     }
 
     /// The idle pass gives the top of the table back: the fresh mark falls to just above the
@@ -507,16 +533,7 @@ mod tests {
         let vm = Vm::builder().schedulers(2).build().unwrap();
         vm.run(|| {
             let root = crate::self_pid();
-            let parked = |count: usize| -> Vec<crate::Pid> {
-                (0..count)
-                    .map(|_| {
-                        spawn(move || {
-                            let () = receive::<()>();
-                            send(root, "done");
-                        })
-                    })
-                    .collect()
-            };
+            let parked = |count: usize| parked(root, count);
             let below = parked(10_000);
             let pinned = spawn(|| {
                 let () = receive::<()>();
@@ -570,23 +587,6 @@ mod tests {
         .unwrap();
     }
 
-    /// Polls (inside a process) until the table's discarded pages satisfy `done`; fails after
-    /// 20 s, like `wait_for_mark`.
-    fn wait_for_discarded(what: &str, done: impl Fn(usize) -> bool) -> usize {
-        let start = std::time::Instant::now();
-        loop {
-            let pages = current("test").vm.table.discarded_pages();
-            if done(pages) {
-                return pages;
-            }
-            assert!(
-                start.elapsed() < std::time::Duration::from_secs(20),
-                "the table's discarded pages stayed at {pages}: {what}"
-            );
-            process::sleep(std::time::Duration::from_millis(50));
-        }
-    }
-
     /// Below a live process at a high index, the idle pass gives back the pages whose entries
     /// are all free, without moving the fresh mark. Their pids stay dead; new processes fill
     /// those pages before the table grows, with pids that repeat none of the old ones; a walk
@@ -596,16 +596,7 @@ mod tests {
         let vm = Vm::builder().schedulers(2).build().unwrap();
         vm.run(|| {
             let root = crate::self_pid();
-            let parked = |count: usize| -> Vec<crate::Pid> {
-                (0..count)
-                    .map(|_| {
-                        spawn(move || {
-                            let () = receive::<()>();
-                            send(root, "done");
-                        })
-                    })
-                    .collect()
-            };
+            let parked = |count: usize| parked(root, count);
             let release = |pids: &[crate::Pid]| {
                 for &pid in pids {
                     send(pid, ());
