@@ -661,4 +661,124 @@ mod tests {
         })
         .unwrap();
     }
+
+    /// What a process of the racing test tells the root.
+    #[derive(Debug, PartialEq)]
+    enum Reply {
+        Done,
+        /// A message sent to a dead pid reached this process.
+        Stale,
+    }
+
+    /// Sent to pids of processes that have ended.
+    struct Stale;
+
+    /// Give-back passes racing with everything that touches the table: a thread forces one
+    /// every 200 µs while waves of processes are spawned, listed, sent to through stale pids
+    /// and released, a few of each wave staying alive across later waves (so live entries pin
+    /// pages at random heights: the top and the interior paths both run). No pid repeats, no
+    /// message sent to a dead pid reaches a new process, and a walk lists exactly the live
+    /// processes.
+    #[test]
+    fn give_back_passes_racing_with_spawns_keep_pids_unique() {
+        use std::collections::HashSet;
+        use std::sync::atomic::{AtomicBool, Ordering};
+
+        let vm = Vm::builder().schedulers(2).build().unwrap();
+        let stop = Arc::new(AtomicBool::new(false));
+        let passes = {
+            let shared = Arc::clone(&vm.shared);
+            let stop = Arc::clone(&stop);
+            std::thread::spawn(move || {
+                let mut discarded = 0;
+                while !stop.load(Ordering::Relaxed) {
+                    shared.table.give_back();
+                    discarded = discarded.max(shared.table.discarded_pages());
+                    std::thread::sleep(std::time::Duration::from_micros(200));
+                }
+                discarded
+            })
+        };
+        vm.run(|| {
+            let root = crate::self_pid();
+            let spawn_parked = |count: usize| -> Vec<crate::Pid> {
+                (0..count)
+                    .map(|_| {
+                        spawn(move || loop {
+                            crate::receive! {
+                                (): () => {
+                                    send(root, Reply::Done);
+                                    break;
+                                },
+                                Stale: Stale => send(root, Reply::Stale),
+                            }
+                        })
+                    })
+                    .collect()
+            };
+            let release = |pids: &[crate::Pid]| {
+                for &pid in pids {
+                    send(pid, ());
+                }
+                for _ in 0..pids.len() {
+                    assert_eq!(
+                        receive::<Reply>(),
+                        Reply::Done,
+                        "a stale pid reached a process"
+                    );
+                }
+            };
+            // xorshift64: the same waves every run.
+            let mut state = 0x9E37_79B9_7F4A_7C15u64;
+            let mut random = move |below: usize| {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                (state % below as u64) as usize
+            };
+            let mut seen: HashSet<crate::Pid> = HashSet::from([root]);
+            let mut dead: Vec<crate::Pid> = Vec::new();
+            let mut kept: Vec<crate::Pid> = Vec::new();
+            for wave in 0..40 {
+                let pids = spawn_parked(2_000 + random(8_000));
+                for &pid in &pids {
+                    assert!(
+                        seen.insert(pid),
+                        "wave {wave}: pid {pid:?} was handed out before"
+                    );
+                }
+                for _ in 0..dead.len().min(2_000) {
+                    send(dead[random(dead.len())], Stale);
+                }
+                let mut listed = process::list();
+                listed.sort();
+                let mut live: Vec<crate::Pid> =
+                    pids.iter().chain(&kept).copied().chain([root]).collect();
+                live.sort();
+                assert_eq!(
+                    listed, live,
+                    "wave {wave}: a walk lists exactly the live processes"
+                );
+                // A few stay (at random places in the table), the rest end.
+                let (stay, end): (Vec<_>, Vec<_>) = pids.iter().partition(|_| random(500) == 0);
+                release(&end);
+                dead.extend(end);
+                kept.extend(stay);
+                if !kept.is_empty() && random(3) == 0 {
+                    let ended = kept.swap_remove(random(kept.len()));
+                    release(&[ended]);
+                    dead.push(ended);
+                }
+                if random(4) == 0 {
+                    // Idle a little: the workers' own passes run too.
+                    process::sleep(std::time::Duration::from_millis(60));
+                }
+            }
+            release(&kept);
+        })
+        .unwrap();
+        stop.store(true, Ordering::Relaxed);
+        let discarded = passes.join().unwrap();
+        assert!(discarded > 0, "no pass gave an interior page back");
+    }
 }
