@@ -169,3 +169,66 @@ fn one_frame_larger_than_the_stack_overflows_into_the_guard() {
         assert_eq!(vm.run(|| 1 + 1), Ok(2));
     });
 }
+
+/// What the deep process tells its parent at every level of its recursion.
+struct Level(u64);
+
+/// Recurses until `level` reaches `until` (never, with `u64::MAX`), calling the VM at every
+/// level: sends to `parent` (its mailbox and table entry locks), reads its info, and every few
+/// levels spawns (the table's and the run queues' locks) and polls its own mailbox.
+fn recurse_calling_the_vm(parent: starling::Pid, level: u64, until: u64) -> u64 {
+    if level == until {
+        return 0;
+    }
+    let frame = std::hint::black_box([level as u8; 256]);
+    starling::send(parent, Level(level));
+    let _ = process::info(parent);
+    if level.is_multiple_of(5) {
+        starling::spawn(|| {});
+        let _ = starling::receive_timeout::<u8>(std::time::Duration::ZERO);
+    }
+    recurse_calling_the_vm(parent, level + 1, until) + u64::from(frame[0])
+}
+
+/// A process that runs out of stack while it recurses through VM calls ends at a VM call, with
+/// `StackOverflow`, before that call takes any lock. (Before the check at every VM call's entry,
+/// it ended inside its send, holding its parent's mailbox lock, and the VM hung: the parent's
+/// `Down` could never be delivered.) Each of 50 such processes is seen to end, its parent keeps
+/// receiving, and a sibling keeps answering.
+#[test]
+fn an_overflow_during_vm_calls_leaves_no_lock_held() {
+    guarded("overflows during VM calls", || {
+        let vm = Vm::builder()
+            .schedulers(2)
+            .stack_size(64 * 1024)
+            .crash_reports(false)
+            .build()
+            .expect("building the VM");
+        let outcome = vm.run(|| {
+            let sibling = echo();
+            for round in 0..50 {
+                let parent = starling::self_pid();
+                let (pid, monitor) = spawn_monitor(move || {
+                    recurse_calling_the_vm(parent, 0, u64::MAX);
+                });
+                let mut levels = 0u64;
+                let reason = loop {
+                    starling::receive! {
+                        Level(level): Level => {
+                            assert_eq!(level, levels, "round {round}: levels arrive in order");
+                            levels += 1;
+                        },
+                        down: Down if down.monitor == monitor => break down.reason,
+                    }
+                };
+                assert_eq!(reason, ExitReason::StackOverflow, "round {round}");
+                assert!(levels > 10, "round {round}: only {levels} levels");
+                assert!(!process::alive(pid));
+                ping(sibling, round);
+            }
+            stop_echo(sibling);
+        });
+        assert_eq!(outcome, Ok(()));
+        assert_eq!(vm.run(|| 1 + 1), Ok(2));
+    });
+}

@@ -362,6 +362,30 @@ impl Fiber {
         flag.load(Ordering::Acquire)
     }
 
+    /// Ends this fiber as a stack overflow, now, if fewer than `headroom` bytes of its stack
+    /// are left below the caller's frame: it reads its own guard page, and the overflow handler
+    /// abandons the coroutine there (`overflow.rs`), exactly as if it had recursed into it.
+    /// `slot_size` is its runtime's `Config::slot_size` (the slot starts, with its guard page,
+    /// that many bytes below the stack's base; a field for it would make every control block
+    /// a size class larger).
+    ///
+    /// # Safety
+    ///
+    /// The caller runs on this fiber's coroutine (it owns the core), and `slot_size` is the
+    /// slot size of the runtime running it.
+    #[inline]
+    pub(crate) unsafe fn ensure_headroom(&self, slot_size: usize, headroom: usize) {
+        // SAFETY: the caller runs this fiber, so it owns the core.
+        let base = unsafe { (*self.core.get()).stack_base };
+        let guard = base - slot_size;
+        if crate::arch::stack_pointer() < guard + crate::slot::GUARD_SIZE + headroom {
+            // SAFETY: the guard page of the slot this fiber runs on (caller's contract):
+            // reading it faults, and the handler redirects the coroutine out (or aborts the OS
+            // process with a message where the platform cannot); no memory is read or written.
+            unsafe { crate::arch::fault_at(guard) };
+        }
+    }
+
     /// Address of the overflow flag, for the trampoline (which must not capture references).
     pub(crate) fn overflow_flag(&self) -> usize {
         // SAFETY: only the field's address is taken (no reference is created); the core lives

@@ -146,7 +146,10 @@
 //! Every slot keeps a guard page. A fault there on the running process's own slot is turned,
 //! through corosensei's trap support, into the end of that process alone (`overflow.rs`); the
 //! owner is told through [`Schedulable::overflowed`]. Any other guard-page fault aborts with a
-//! message.
+//! message. The overflowed frames are discarded without their destructors, so a lock held in
+//! them stays held: an owner calls [`ensure_stack_headroom_as`] where its process enters code
+//! that takes locks other processes need, and a process short of stack then overflows there,
+//! holding none of them.
 //!
 //! # Timers
 //!
@@ -220,7 +223,9 @@ pub use runtime::{
     Config, GiveBackHook, LongScheduleHook, Padded, Runtime, StartError, TimerHandle,
     DEFAULT_MAX_SLOTS, DEFAULT_SLOT_SIZE, DEFAULT_SPARES, RECYCLE_SPILL_BATCHES,
 };
-pub use suspend::{park, park_as, park_until, spend, spend_as, yield_now};
+pub use suspend::{
+    ensure_stack_headroom_as, park, park_as, park_until, spend, spend_as, yield_now,
+};
 pub use watchdog::{LongSchedule, DEFAULT_LONG_SCHEDULE};
 
 /// A process the runtime can schedule: something that owns a [`Fiber`].

@@ -12,7 +12,12 @@
 //!
 //! The overflowed frames are discarded without running their destructors (their heap memory
 //! leaks), and if the overflow struck inside code holding a lock (the allocator's, say) that
-//! lock stays held: the platform allows no better without compiler support. Every other case —
+//! lock stays held: the platform allows no better without compiler support. For the owner's
+//! own locks it does better: [`crate::ensure_stack_headroom_as`], called where a process enters
+//! code that takes them (the VM calls it at the entry of every VM call), makes a process short
+//! of stack overflow right there, by reading its own guard page, before it takes any. (A
+//! process recursing through sends used to overflow inside its send, holding the receiver's
+//! mailbox lock, and every later sender to that process waited forever.) Every other case —
 //! a fault in a guard page that is not the current process's, or a fault on a target without
 //! trap support — aborts the OS process with a message naming the address, never silently
 //! corrupting another process.

@@ -119,6 +119,32 @@ pub unsafe fn spend_as<P: Schedulable>(process: &P, reductions: u32) {
     }
 }
 
+/// Ends the calling process as a stack overflow, now, if fewer than `headroom` bytes of its
+/// stack are left below the caller's frame (see `overflow.rs`): as if it had recursed into its
+/// guard page, with the same outcome ([`crate::Schedulable::overflowed`]).
+///
+/// An owner calls this where its process enters code that takes locks other processes need
+/// (a VM call): an overflow that struck inside such code would leave the lock held for good,
+/// since an overflow discards the frames without running their destructors. Checked at the
+/// entry instead, with `headroom` above what that code can use, the overflow happens before
+/// any lock is taken.
+///
+/// `slot_size` is the `Config::slot_size` of the runtime running the process.
+///
+/// # Safety
+///
+/// `process` must be the process whose code is calling this function, and `slot_size` its
+/// runtime's slot size (a wrong size makes the check read some other address).
+#[inline]
+pub unsafe fn ensure_stack_headroom_as<P: Schedulable>(
+    process: &P,
+    slot_size: usize,
+    headroom: usize,
+) {
+    // SAFETY: the caller guarantees we run on `process`'s own coroutine, and the slot size.
+    unsafe { process.fiber().ensure_headroom(slot_size, headroom) };
+}
+
 /// [`park`] for a caller that already holds a reference to the calling process.
 ///
 /// # Safety

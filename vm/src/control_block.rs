@@ -91,15 +91,38 @@ pub(crate) fn pid_of_label(vm: u32, label: u64) -> Pid {
 /// Outside a process, with a message naming `function`.
 pub(crate) fn current(function: &str) -> &'static Process {
     match starling_scheduler::current_process::<Process>() {
-        // SAFETY: the pointer addresses the running process inside a `Handle` that the worker
-        // running it holds for as long as it runs. Process code is the only code that can call
-        // this, and all of it runs before the process ends, so the reference never outlives
-        // the process in practice ('static is the only lifetime we can name for "as long as
-        // the calling process runs"; it is never stored anywhere that outlives it).
-        Some(process) => unsafe { &*process.as_ptr() },
+        Some(process) => {
+            // SAFETY: the pointer addresses the running process inside a `Handle` that the
+            // worker running it holds for as long as it runs. Process code is the only code
+            // that can call this, and all of it runs before the process ends, so the reference
+            // never outlives the process in practice ('static is the only lifetime we can name
+            // for "as long as the calling process runs"; it is never stored anywhere that
+            // outlives it).
+            let process = unsafe { &*process.as_ptr() };
+            // Every VM call starts here, before it takes any lock: a process too close to the
+            // end of its stack overflows now rather than inside a mailbox's or a table entry's
+            // lock, which it would then hold for good (the overflow discards its frames).
+            // SAFETY: `process` is the calling process (from the context), and its VM's stack
+            // size is its runtime's slot size (`Builder::build`).
+            unsafe {
+                starling_scheduler::ensure_stack_headroom_as(
+                    process,
+                    process.vm.stack_size,
+                    VM_CALL_HEADROOM,
+                )
+            };
+            process
+        }
         None => panic!("starling::{function} called outside a process"),
     }
 }
+
+/// Stack a VM call may need below its caller's frame. A process with less left when it calls
+/// the VM ends with `StackOverflow` at the call (see [`current`]). Guessed: the VM's own frames
+/// on its deepest paths (a spawn, a send into a growing queue, a receive with a timer) are a
+/// few KiB; the rest is room for glibc's allocator under them. A quarter of the smallest stack
+/// a VM accepts (64 KiB).
+pub(crate) const VM_CALL_HEADROOM: usize = 16 * 1024;
 
 /// The calling process, as a `Handle` (for operations that hand it to other threads).
 ///

@@ -14,6 +14,19 @@ pub(crate) fn stack_pointer() -> usize {
     stack_pointer
 }
 
+/// Reads the byte at `address` for its fault, and never returns: `address` lies in a guard page.
+///
+/// # Safety
+///
+/// As on x86_64.
+#[inline(never)]
+pub(crate) unsafe fn fault_at(address: usize) -> ! {
+    // SAFETY: as on x86_64.
+    unsafe {
+        core::arch::asm!("ldrb wzr, [{0}]", "udf #0", in(reg) address, options(nostack, noreturn));
+    }
+}
+
 /// Points the interrupted context of a signal at corosensei's trap trampoline. Not implemented
 /// on aarch64 yet: returns `false`, and the overflow handler aborts with a clear message.
 ///

@@ -14,6 +14,21 @@ pub(crate) fn stack_pointer() -> usize {
     stack_pointer
 }
 
+/// Reads the byte at `address` for its fault, and never returns: `address` lies in a guard page.
+///
+/// # Safety
+///
+/// `address` must lie in the guard page of the stack slot the calling coroutine runs on, so
+/// that the SIGSEGV handler (`overflow.rs`) takes the fault as this coroutine's overflow.
+#[inline(never)]
+pub(crate) unsafe fn fault_at(address: usize) -> ! {
+    // SAFETY: the load faults (caller's contract); the handler redirects the coroutine out of
+    // this frame and never resumes it here. No memory is written.
+    unsafe {
+        core::arch::asm!("cmp byte ptr [{0}], 0", "ud2", in(reg) address, options(nostack, noreturn));
+    }
+}
+
 /// Points the interrupted context of a signal at corosensei's trap trampoline.
 ///
 /// # Safety
