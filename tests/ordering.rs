@@ -104,8 +104,8 @@ on_schedulers! {
 struct Go;
 
 /// Senders outside the VM, more OS threads than cores (so the kernel preempts some of them
-/// while they hold a mailbox's senders' lock, which spins and yields rather than sleeps):
-/// nothing is lost, nothing is duplicated, and each thread's messages arrive in order.
+/// while they hold a mailbox's senders' lock): nothing is lost, nothing is duplicated, and each
+/// thread's messages arrive in order.
 #[test]
 fn senders_on_more_threads_than_cores_lose_nothing_and_keep_their_order() {
     const THREADS: usize = 8;

@@ -4,7 +4,7 @@
 //!
 //! - Immutable after creation: `pid`, `vm`.
 //! - Owner only (the process itself, from its coroutine): the mailbox's private queue, `locals`.
-//! - Any thread: the mailbox's outer queue (under its spin lock); the signal state (kill reason,
+//! - Any thread: the mailbox's outer queue (under its mutex); the signal state (kill reason,
 //!   exit hook, links, monitors, name; under `signals`); `killed` and `exiting` atomically.
 //!
 //! # Layout

@@ -39,7 +39,7 @@
 //!
 //! # Design records
 //!
-//! - Mailbox layout and selective receive: `mailbox.rs` (outer queue under a spin lock, `spin.rs`; inner
+//! - Mailbox layout and selective receive: `mailbox.rs` (outer queue under a mutex, inner
 //!   queue private to the receiver, BEAM-style).
 //! - Process table and pids: `table.rs` (generational entries in segments mapped on use; the
 //!   idle pass gives the pages above the highest index in use back, under an entry lock whose
@@ -125,7 +125,6 @@ pub mod process;
 mod receive;
 mod registry;
 mod signal;
-mod spin;
 mod table;
 pub mod task;
 mod vm;

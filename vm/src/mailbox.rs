@@ -10,7 +10,7 @@
 //! Like the BEAM's signal queue (`erl_proc_sig_queue.h`: an outer queue under the process lock,
 //! middle and inner queues private to the receiver), a mailbox has:
 //!
-//! - `incoming`: appended to by senders under a spin lock (a short critical section: one push). Its
+//! - `incoming`: appended to by senders under a mutex (a short critical section: one push). Its
 //!   oldest message sits inline in the control block, so a process that gets one message at a
 //!   time (a request, a reply, a release) never allocates a queue buffer: W2's million
 //!   released processes each malloc'ed one from the root's thread arena and freed it on
@@ -31,7 +31,7 @@
 //! # Rejected alternatives
 //!
 //! - *A lock-free MPSC list*: one allocation per node on top of the message's own box and a
-//!   pointer chase per scanned message; the uncontended locked push is ~15 ns and the receiver
+//!   pointer chase per scanned message; the uncontended mutex push is ~15 ns and the receiver
 //!   takes the whole batch at once.
 //! - *Scanning under the senders' lock*: a long scan would block every sender.
 //! - *Queues in fixed chunks* (256 envelopes, 8 KiB each) instead of one `VecDeque` that
@@ -44,10 +44,10 @@ use std::any::Any;
 use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
+use std::sync::Mutex;
 
 use crate::envelope::Envelope;
 use crate::grow;
-use crate::spin::SpinMutex;
 
 /// A message in a mailbox.
 pub(crate) type Message = Envelope;
@@ -68,8 +68,8 @@ unsafe impl Sync for Seen {}
 /// One process's mailbox.
 #[repr(C)] // senders' fields first, right after the fiber's `state` (see `Process`)
 pub(crate) struct Mailbox {
-    /// Senders append here. Under this spin lock (see `spin.rs` for why not a `Mutex`).
-    incoming: SpinMutex<Incoming>,
+    /// Senders append here. Under this mutex.
+    incoming: Mutex<Incoming>,
     /// Heap bytes of the queued messages that are boxed (small messages travel inline in their
     /// envelope and are counted as envelopes). Relaxed, like `pushed`; untouched by small
     /// messages, so the common path pays no extra atomic operation.
@@ -221,7 +221,7 @@ const REENTRANT: &str =
 impl Mailbox {
     pub(crate) fn new() -> Mailbox {
         Mailbox {
-            incoming: SpinMutex::new(Incoming {
+            incoming: Mutex::new(Incoming {
                 first: None,
                 rest: Queue::default(),
             }),
@@ -236,7 +236,7 @@ impl Mailbox {
     pub(crate) fn push(&self, message: Message) {
         let heap_bytes = message.heap_bytes();
         {
-            let mut incoming = self.incoming.lock();
+            let mut incoming = self.incoming.lock().unwrap_or_else(|e| e.into_inner());
             incoming.push(message);
             // Relaxed: the lock serializes the writers; readers only need a recent value.
             let pushed = self.pushed.load(Ordering::Relaxed);
@@ -288,7 +288,7 @@ impl Mailbox {
             return None;
         }
         let lone = {
-            let mut incoming = self.incoming.lock();
+            let mut incoming = self.incoming.lock().unwrap_or_else(|e| e.into_inner());
             if seen.is_empty() && incoming.rest.is_empty() {
                 incoming.first.take()
             } else {
@@ -344,7 +344,7 @@ impl Mailbox {
     pub(crate) fn remove_all(&self, mut matches: impl FnMut(&Envelope) -> bool) {
         let mut seen = self.seen.0.try_borrow_mut().expect(REENTRANT);
         {
-            let mut incoming = self.incoming.lock();
+            let mut incoming = self.incoming.lock().unwrap_or_else(|e| e.into_inner());
             incoming.move_into(&mut seen);
         }
         let mut removed = 0;
@@ -377,7 +377,7 @@ impl Mailbox {
     /// Owner only (or the last owner of a dead process): drops every message.
     pub(crate) fn clear(&self) {
         let incoming = {
-            let mut incoming = self.incoming.lock();
+            let mut incoming = self.incoming.lock().unwrap_or_else(|e| e.into_inner());
             (incoming.first.take(), std::mem::take(&mut incoming.rest))
         };
         let seen = std::mem::take(&mut *self.seen.0.try_borrow_mut().expect(REENTRANT));
@@ -408,7 +408,7 @@ mod tests {
     }
 
     fn capacities(mailbox: &Mailbox) -> (usize, usize) {
-        let incoming = mailbox.incoming.lock().rest.capacity();
+        let incoming = mailbox.incoming.lock().unwrap().rest.capacity();
         (incoming, mailbox.seen.0.borrow().capacity())
     }
 
@@ -430,7 +430,7 @@ mod tests {
         assert_eq!(capacities(&mailbox), (0, 0));
         assert_eq!(mailbox.len(), 0);
         // Not even the queues' boxes: they are made on the first message that must wait.
-        assert!(mailbox.incoming.lock().rest.0.is_none());
+        assert!(mailbox.incoming.lock().unwrap().rest.0.is_none());
         assert!(mailbox.seen.0.borrow().0.is_none());
     }
 

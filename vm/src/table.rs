@@ -64,7 +64,6 @@ use starling_scheduler::{Handle, Padded, ZeroPages, PAGE};
 
 use crate::control_block::Process;
 use crate::pid::Pid;
-use crate::spin::backoff;
 
 /// Entries in the first segment (log2); segment `s` holds `1 << (FIRST_SEGMENT_BITS + s)`.
 /// 1 Ki entries × 32 bytes = 32 KiB: what an empty VM reserves.
@@ -178,6 +177,17 @@ impl EntryLock {
         // Release: pairs with the Acquires of `read` and `write`. A writer that set `WAITING`
         // meanwhile sets it again if it still waits.
         self.0.store(0, Ordering::Release);
+    }
+}
+
+/// Spins a little, then gives the core away: the holder may be an OS thread the kernel
+/// preempted inside its (short) critical section.
+fn backoff(spins: &mut u32) {
+    *spins += 1;
+    if *spins < 64 {
+        std::hint::spin_loop();
+    } else {
+        std::thread::yield_now();
     }
 }
 
