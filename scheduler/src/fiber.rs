@@ -96,8 +96,19 @@ struct State(AtomicU32);
 
 impl State {
     /// Wake-up: Idle → Scheduled (returns `true`: the caller must enqueue the fiber), Running →
-    /// Running + notified, or Scheduled → Scheduled + notified. No effect on a fiber already
-    /// notified or done.
+    /// Running + notified, or Scheduled → Scheduled + notified. A fiber already notified keeps
+    /// its word, but the waker still writes it (see below); a fiber done is left alone.
+    ///
+    /// A waker that finds the fiber already notified must still write the word, not just read
+    /// it. Its message was pushed before the wake, and the fiber may consume the earlier
+    /// notification, look at its mailbox and park. If the waker had only loaded the word, nothing
+    /// would order its push before that look: the fiber could miss the message, park, and never
+    /// be woken for it. (That happened: with a mailbox lock whose unlock is a plain store,
+    /// skynet hung about once in 200 runs, one process parked with a message in its mailbox.
+    /// std's mutex unlocks with an `xchg`, a full barrier on x86, which hid the race there.)
+    /// Written, the word's modification order puts the waker's Release either before the
+    /// fiber's Acquire of it (the fiber then sees the message) or after the notification was
+    /// consumed (the waker then sets a new one).
     ///
     /// A scheduled fiber is notified too, not left alone: it may be scheduled because it
     /// *yielded* in the middle of a wait loop (its slice ran out while it scanned its mailbox),
@@ -114,6 +125,8 @@ impl State {
                 0 => SCHEDULED,
                 RUNNING => RUNNING | NOTIFIED,
                 SCHEDULED => SCHEDULED | NOTIFIED,
+                // Already notified: the same value, written (see above).
+                notified if notified & NOTIFIED != 0 && notified & DONE == 0 => notified,
                 _ => return false,
             };
             match self
