@@ -12,11 +12,19 @@ use starling::{
 
 /// A VM that prints no crash report for the overflows these tests cause on purpose.
 fn quiet_vm(schedulers: usize) -> Vm {
-    Vm::builder()
-        .schedulers(schedulers)
-        .crash_reports(false)
+    quiet_builder(schedulers).build().expect("building the VM")
+}
+
+/// [`quiet_vm`] with stacks of `bytes`.
+fn quiet_vm_with_stacks(schedulers: usize, bytes: usize) -> Vm {
+    quiet_builder(schedulers)
+        .stack_size(bytes)
         .build()
         .expect("building the VM")
+}
+
+fn quiet_builder(schedulers: usize) -> starling::Builder {
+    Vm::builder().schedulers(schedulers).crash_reports(false)
 }
 
 /// Recurses without bound (until the guard page stops it).
@@ -114,12 +122,7 @@ fn two_hundred_kib_of_recursion_fits_the_default_stack() {
 #[test]
 fn a_small_stack_size_bounds_the_recursion() {
     guarded("64 KiB stacks", || {
-        let vm = Vm::builder()
-            .schedulers(2)
-            .stack_size(64 * 1024)
-            .crash_reports(false)
-            .build()
-            .expect("building the VM");
+        let vm = quiet_vm_with_stacks(2, 64 * 1024);
         let (deep, shallow) = vm
             .run(|| {
                 let deep = exit_reason_of(|| {
@@ -198,12 +201,7 @@ fn recurse_calling_the_vm(parent: starling::Pid, level: u64, until: u64) -> u64 
 #[test]
 fn an_overflow_during_vm_calls_leaves_no_lock_held() {
     guarded("overflows during VM calls", || {
-        let vm = Vm::builder()
-            .schedulers(2)
-            .stack_size(64 * 1024)
-            .crash_reports(false)
-            .build()
-            .expect("building the VM");
+        let vm = quiet_vm_with_stacks(2, 64 * 1024);
         let outcome = vm.run(|| {
             let sibling = echo();
             for round in 0..50 {

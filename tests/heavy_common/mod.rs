@@ -121,13 +121,7 @@ impl AfterBurst {
 /// touched pages and an arena of its own for as long as it lives (+20 to +50 KiB in the
 /// readings of the tests that use this, against the tens of KiB they check).
 pub fn settled_vm() -> (Vm, usize) {
-    let vm = Vm::builder()
-        .long_schedule(Duration::from_millis(500))
-        .build()
-        .expect("a VM with the default schedulers builds");
-    assert_eq!(vm.run(|| 1 + 1), Ok(2));
-    std::thread::sleep(Duration::from_millis(2_500));
-    let before = rss_bytes();
+    let (vm, (), before) = settle(|vm| assert_eq!(vm.run(|| 1 + 1), Ok(2)));
     (vm, before)
 }
 
@@ -138,15 +132,23 @@ pub fn settled_vm() -> (Vm, usize) {
 /// +2.2 to +3.5 MiB in ~5 % of the runs of the table tests, one arena holding it.)
 #[allow(dead_code)] // not every test file uses it
 pub fn settled_vm_with_pid_list(len: usize) -> (Vm, Vec<Pid>, usize) {
+    settle(|vm| {
+        let placeholder = vm.run(starling::self_pid).expect("the root process failed");
+        vec![placeholder; len]
+    })
+}
+
+/// Builds the VM of [`settled_vm`], runs `first` on it (which runs it once), lets it idle, and
+/// reads the RSS.
+fn settle<T>(first: impl FnOnce(&Vm) -> T) -> (Vm, T, usize) {
     let vm = Vm::builder()
         .long_schedule(Duration::from_millis(500))
         .build()
         .expect("a VM with the default schedulers builds");
-    let placeholder = vm.run(starling::self_pid).expect("the root process failed");
-    let pids = vec![placeholder; len];
+    let made = first(&vm);
     std::thread::sleep(Duration::from_millis(2_500));
     let before = rss_bytes();
-    (vm, pids, before)
+    (vm, made, before)
 }
 
 /// Runs `burst` as the root of a [`settled_vm`], then waits for the idle VM to give memory back

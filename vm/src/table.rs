@@ -695,9 +695,13 @@ impl ProcessTable {
             .saturating_sub(credit)
     }
 
-    /// The entries that may hold a process: those below the fresh mark (invariant 5), so a
-    /// walk never touches the given-back pages above it.
-    fn used_entries(&self) -> impl Iterator<Item = (u32, &Entry)> {
+    /// The entries that may hold a process: those below the fresh mark (invariant 5) and off
+    /// the `discarded` pages, so a walk never touches (and faults back in) a given-back page.
+    /// The caller holds the discarded set's lock for the walk, or owns the table.
+    fn used_entries<'a>(
+        &'a self,
+        discarded: &'a DiscardedPages,
+    ) -> impl Iterator<Item = (u32, &'a Entry)> {
         // Acquire: pairs with `insert`'s increment (an entry below the mark was made).
         let fresh = self.next_fresh.load(Ordering::Acquire);
         self.segments
@@ -712,14 +716,14 @@ impl ProcessTable {
                 })
             })
             .flatten()
+            .filter(|&(index, _)| !discarded.contains(index as usize / ENTRIES_PER_PAGE))
     }
 
     /// Every live process, in index order.
     pub(crate) fn processes(&self) -> Vec<Handle<Process>> {
         // Held for the walk: no discarded page is taken (and filled) meanwhile.
         let discarded = self.discarded.lock().unwrap_or_else(|e| e.into_inner());
-        self.used_entries()
-            .filter(|&(index, _)| !discarded.contains(index as usize / ENTRIES_PER_PAGE))
+        self.used_entries(&discarded)
             .filter_map(|(_, entry)| entry.read().process().cloned())
             .collect()
     }
@@ -729,10 +733,7 @@ impl ProcessTable {
         let mut pids = Vec::with_capacity(self.len());
         // Held for the walk, as in `processes`.
         let discarded = self.discarded.lock().unwrap_or_else(|e| e.into_inner());
-        for (index, entry) in self.used_entries() {
-            if discarded.contains(index as usize / ENTRIES_PER_PAGE) {
-                continue;
-            }
+        for (index, entry) in self.used_entries(&discarded) {
             let state = entry.read();
             if state.process().is_some() {
                 pids.push(Pid::new(self.vm, index, state.generation()));
@@ -874,10 +875,8 @@ impl Drop for ProcessTable {
         // Only entries below the fresh mark can hold a process (invariant 5): the pages above
         // are never touched again. The segments' mappings go with them.
         let discarded = std::mem::take(self.discarded.get_mut().unwrap_or_else(|e| e.into_inner()));
-        for (index, entry) in self.used_entries() {
-            if !discarded.contains(index as usize / ENTRIES_PER_PAGE) {
-                drop(entry.write().process().take());
-            }
+        for (_, entry) in self.used_entries(&discarded) {
+            drop(entry.write().process().take());
         }
     }
 }
