@@ -2,16 +2,23 @@
 //! standard error that names the process's pid (and, for an overflow, the stack size), unless
 //! the VM was built with `crash_reports(false)`.
 //!
+//! An overflow inside a receive guard is reported like any other, and nothing else is printed:
+//! the guard's frames were discarded while the process's private queue was borrowed, and the
+//! process's end used to panic on that borrow.
+//!
 //! Standard error is the test process's own, so each test runs itself again as a child
 //! process (`CHILD` in its environment says which case) and reads the child's output.
 
 mod heavy_common;
 
 use std::process::Command;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use heavy_common::recurse_bytes;
 
-use starling::{receive_match, spawn_monitor, Down, ExitReason, Vm};
+use starling::{receive_match, self_pid, send, spawn_monitor, Down, ExitReason, Vm};
 
 /// The environment variable that makes a test the child that crashes a process.
 const CHILD: &str = "STARLING_CRASH_REPORT_CHILD";
@@ -122,6 +129,70 @@ fn a_vm_without_crash_reports_prints_none() {
             assert!(
                 !stderr.contains("starling: process"),
                 "a quiet VM reported a crash (last pid {pid}):\n{stderr}"
+            );
+        }
+    }
+}
+
+/// A message that counts its drops.
+struct Counted(Arc<AtomicUsize>);
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        self.0.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+/// Drops of the [`Counted`] messages `overflow_in_a_guard` leaves in its mailbox.
+static GUARD_DROPS: std::sync::OnceLock<Arc<AtomicUsize>> = std::sync::OnceLock::new();
+
+/// Sends itself two messages and overflows in the guard of a receive that scans them.
+fn overflow_in_a_guard() {
+    let drops = GUARD_DROPS.get_or_init(Arc::default).clone();
+    let me = self_pid();
+    send(me, Counted(drops.clone()));
+    send(me, Counted(drops));
+    receive_match::<Counted>(|_| {
+        recurse_bytes(usize::MAX);
+        unreachable!("an unbounded recursion returned")
+    });
+}
+
+#[test]
+fn an_overflow_inside_a_receive_guard_is_reported_alone_and_drops_the_mailbox() {
+    match std::env::var(CHILD).as_deref() {
+        Ok("guard") => {
+            assert_eq!(
+                crash_in_child(true, overflow_in_a_guard),
+                ExitReason::StackOverflow
+            );
+            // The process's end drops its messages right after its `Down` is sent.
+            let drops = GUARD_DROPS.get().expect("the process ran");
+            let deadline = Instant::now() + Duration::from_secs(60);
+            while drops.load(Ordering::SeqCst) != 2 {
+                assert!(
+                    Instant::now() < deadline,
+                    "the overflowed process's messages were not dropped ({} of 2)",
+                    drops.load(Ordering::SeqCst)
+                );
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        }
+        Ok(_) => {}
+        Err(_) => {
+            let (pid, stderr) = run_child(
+                "an_overflow_inside_a_receive_guard_is_reported_alone_and_drops_the_mailbox",
+                "guard",
+            );
+            let report =
+                format!("starling: process {pid} overflowed its stack (64 KiB) and was ended");
+            assert!(
+                stderr.lines().any(|line| line == report),
+                "no line `{report}` in the child's standard error:\n{stderr}"
+            );
+            assert!(
+                !stderr.contains("panicked"),
+                "the overflow in a guard made something panic:\n{stderr}"
             );
         }
     }

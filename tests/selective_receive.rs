@@ -1,5 +1,6 @@
 //! Selective receive: unmatched messages keep their order, typed receive skips other types,
-//! predicates, timeouts and polling, and when a message starts counting in the queue length.
+//! predicates, timeouts and polling, when a message starts counting in the queue length, and
+//! what a guard that breaks the rule (it calls the VM) gets: a panic that names the rule.
 
 #[macro_use]
 mod common;
@@ -186,6 +187,33 @@ on_schedulers! {
                 }
             }
             assert_eq!(queue_len(me), 0);
+        });
+    }
+    fn a_guard_that_calls_the_vm_panics_naming_the_rule_and_loses_nothing(vm) {
+        run(vm, || {
+            let reentrant = || receive_match(|_: &u32| receive_timeout::<u8>(Duration::ZERO).is_some());
+            // Caught inside the process: the messages are all there, in order, and receiving
+            // works again (the private queue's borrow ended with the unwinding).
+            let (pid, monitor) = spawn_monitor(move || {
+                let me = self_pid();
+                send(me, 1u32);
+                send(me, 2u32);
+                let caught = std::panic::catch_unwind(reentrant);
+                assert!(caught.is_err(), "a guard that called receive returned");
+                assert_eq!((receive::<u32>(), receive::<u32>()), (1, 2));
+                // Not caught: the process ends with the panic, which names the rule.
+                send(me, 3u32);
+                reentrant();
+            });
+            let down = receive_match(|down: &Down| down.monitor == monitor);
+            assert_eq!(down.pid, pid);
+            match down.reason {
+                ExitReason::Panic(message) => assert!(
+                    message.contains("guards must not call the VM"),
+                    "the panic does not name the rule: {message}"
+                ),
+                other => panic!("the process ended with {other:?}"),
+            }
         });
     }
 }

@@ -68,6 +68,10 @@ impl Schedulable for Process {
             );
         }
         this.kill_self(ExitReason::StackOverflow);
+        // SAFETY: the overflow discarded the process's frames (this runs outside it, on the
+        // worker's stack), so none holds a reference into its mailbox: a matcher that
+        // overflowed left the private queue marked borrowed, and nothing borrows it now.
+        unsafe { this.mailbox.forget_borrow() };
         // Outside the process now: its frames are gone, so it ends from here.
         Process::terminate(this, Ok(()));
     }

@@ -41,7 +41,7 @@
 //!   resident, where its drained big buffer (mapped) went back to the OS.
 
 use std::any::Any;
-use std::cell::RefCell;
+use std::cell::{Cell, UnsafeCell};
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::sync::Mutex;
@@ -57,13 +57,69 @@ pub(crate) type Message = Envelope;
 /// own), so that the receive loop is compiled once, in this crate (see `receive::select`).
 pub(crate) type Matcher<'a> = dyn FnMut(&(dyn Any + Send)) -> bool + 'a;
 
-/// The private inner queue; see invariant 3.
-struct Seen(RefCell<Queue>);
+/// The private inner queue; see invariant 3. A `RefCell` of our own making: its borrow flag can
+/// be cleared when a stack overflow has discarded the frames that held the borrow
+/// ([`Mailbox::forget_borrow`]). A matcher that overflows does so while its process borrows this
+/// queue, and with a `RefCell` the flag stayed set: the process's end then panicked on it (a
+/// misleading "receive called from inside a receive guard" on standard error, even with crash
+/// reports off) and left its messages undropped.
+struct Seen {
+    queue: UnsafeCell<Queue>,
+    /// Set while a [`SeenRef`] exists.
+    borrowed: Cell<bool>,
+}
 
 // SAFETY: `Seen` is only ever accessed by the process that owns the mailbox, from its own
-// coroutine (invariant 3); the process may move between threads, but never runs on two at once,
-// and the scheduler's handoff (run-queue and slot Acquire/Release) orders its accesses.
+// coroutine (invariant 3), or by whoever ends it once its coroutine is gone; the process may
+// move between threads, but never runs on two at once, and the scheduler's handoff (run-queue
+// and slot Acquire/Release) orders its accesses.
 unsafe impl Sync for Seen {}
+
+impl Seen {
+    fn new() -> Seen {
+        Seen {
+            queue: UnsafeCell::new(Queue::default()),
+            borrowed: Cell::new(false),
+        }
+    }
+
+    /// The queue, exclusively. Panics (naming the rule) if it is borrowed already: a receive
+    /// guard or matcher called the VM (invariant 3).
+    fn borrow_mut(&self) -> SeenRef<'_> {
+        if self.borrowed.replace(true) {
+            panic!("{REENTRANT}");
+        }
+        SeenRef { seen: self }
+    }
+}
+
+/// An exclusive borrow of [`Seen`]'s queue; clears the flag when dropped.
+struct SeenRef<'a> {
+    seen: &'a Seen,
+}
+
+impl std::ops::Deref for SeenRef<'_> {
+    type Target = Queue;
+
+    fn deref(&self) -> &Queue {
+        // SAFETY: the flag was clear when this `SeenRef` was made and stays set while it lives,
+        // so it is the only way to the queue (`Seen::borrow_mut`).
+        unsafe { &*self.seen.queue.get() }
+    }
+}
+
+impl std::ops::DerefMut for SeenRef<'_> {
+    fn deref_mut(&mut self) -> &mut Queue {
+        // SAFETY: as in `deref`; `&mut self` makes this the only reference derived from it.
+        unsafe { &mut *self.seen.queue.get() }
+    }
+}
+
+impl Drop for SeenRef<'_> {
+    fn drop(&mut self) {
+        self.seen.borrowed.set(false);
+    }
+}
 
 /// One process's mailbox.
 #[repr(C)] // senders' fields first, right after the fiber's `state` (see `Process`)
@@ -225,7 +281,7 @@ impl Mailbox {
                 first: None,
                 rest: Queue::default(),
             }),
-            seen: Seen(RefCell::new(Queue::default())),
+            seen: Seen::new(),
             pushed: AtomicU32::new(0),
             taken: AtomicU32::new(0),
             heap_bytes: AtomicUsize::new(0),
@@ -275,7 +331,7 @@ impl Mailbox {
         scanned: &mut usize,
         matcher: &mut Matcher<'_>,
     ) -> Option<Message> {
-        let mut seen = self.seen.0.try_borrow_mut().expect(REENTRANT);
+        let mut seen = self.seen.borrow_mut();
         // The private queue first: everything in it arrived before anything in `incoming`, so
         // a match there is the first match, found without touching the senders' cache line.
         if let Some(found) = Self::scan(&mut seen, scanned, matcher) {
@@ -342,7 +398,7 @@ impl Mailbox {
     /// Owner only: removes every message `matches` accepts (used to flush an `Exit` or `Down`
     /// that `unlink`/`demonitor` made stale).
     pub(crate) fn remove_all(&self, mut matches: impl FnMut(&Envelope) -> bool) {
-        let mut seen = self.seen.0.try_borrow_mut().expect(REENTRANT);
+        let mut seen = self.seen.borrow_mut();
         {
             let mut incoming = self.incoming.lock().unwrap_or_else(|e| e.into_inner());
             incoming.move_into(&mut seen);
@@ -374,13 +430,24 @@ impl Mailbox {
         }
     }
 
+    /// Clears the private queue's borrow flag, which a stack overflow inside a receive matcher
+    /// leaves set (its frames, and the borrow in them, were discarded without unwinding).
+    ///
+    /// # Safety
+    ///
+    /// The owning process's coroutine is gone: no frame that could hold a reference into the
+    /// queue exists any more.
+    pub(crate) unsafe fn forget_borrow(&self) {
+        self.seen.borrowed.set(false);
+    }
+
     /// Owner only (or the last owner of a dead process): drops every message.
     pub(crate) fn clear(&self) {
         let incoming = {
             let mut incoming = self.incoming.lock().unwrap_or_else(|e| e.into_inner());
             (incoming.first.take(), std::mem::take(&mut incoming.rest))
         };
-        let seen = std::mem::take(&mut *self.seen.0.try_borrow_mut().expect(REENTRANT));
+        let seen = std::mem::take(&mut *self.seen.borrow_mut());
         // Relaxed: see the fields; the owner is the only writer of `taken`.
         self.taken
             .store(self.pushed.load(Ordering::Relaxed), Ordering::Relaxed);
@@ -409,7 +476,7 @@ mod tests {
 
     fn capacities(mailbox: &Mailbox) -> (usize, usize) {
         let incoming = mailbox.incoming.lock().unwrap().rest.capacity();
-        (incoming, mailbox.seen.0.borrow().capacity())
+        (incoming, mailbox.seen.borrow_mut().capacity())
     }
 
     /// The layout rule in `control_block.rs`: the senders' fields open the mailbox, right
@@ -431,7 +498,7 @@ mod tests {
         assert_eq!(mailbox.len(), 0);
         // Not even the queues' boxes: they are made on the first message that must wait.
         assert!(mailbox.incoming.lock().unwrap().rest.0.is_none());
-        assert!(mailbox.seen.0.borrow().0.is_none());
+        assert!(mailbox.seen.borrow_mut().0.is_none());
     }
 
     /// The layout `control_block.rs` counts on: each queue is one word until first used.
