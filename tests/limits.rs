@@ -1,5 +1,6 @@
 //! Limits: at `max_processes` live processes `try_spawn` returns `Err(SystemLimit)` and `spawn`
-//! panics with "system limit", spawning works again once processes end, and the builder
+//! (in a process, or `Vm::spawn` outside) panics with "system limit" and the limit's value,
+//! spawning works again once processes end, and the builder
 //! rejects out-of-range options with `Error::InvalidConfig` naming the option.
 
 mod heavy_common;
@@ -77,7 +78,9 @@ fn max_processes_is_enforced_and_recovers() {
             assert_eq!(down.pid, prober);
             match &down.reason {
                 ExitReason::Panic(message) => assert!(
-                    message.to_lowercase().contains("system limit"),
+                    message.starts_with("starling::spawn: ")
+                        && message.to_lowercase().contains("system limit")
+                        && message.contains(&format!("max_processes is {LIMIT}")),
                     "spawn at the limit panicked with {message:?}"
                 ),
                 other => panic!("spawn at the limit ended the prober with {other:?}"),
@@ -123,6 +126,17 @@ fn max_processes_is_enforced_and_recovers() {
             (0..LIMIT + 1).map(|_| vm.try_spawn(holder)).collect();
         assert!(outside[..LIMIT].iter().all(Result::is_ok));
         assert_eq!(outside[LIMIT], Err(Error::SystemLimit));
+        // `Vm::spawn` at the limit panics in the caller's thread, naming itself and the limit.
+        let panic = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| vm.spawn(holder)))
+            .expect_err("Vm::spawn at the limit returned");
+        let message = panic
+            .downcast_ref::<String>()
+            .expect("a formatted panic message");
+        assert!(
+            message.starts_with("starling::Vm::spawn: ")
+                && message.contains(&format!("max_processes is {LIMIT}")),
+            "Vm::spawn at the limit panicked with {message:?}"
+        );
         for pid in outside.into_iter().flatten() {
             vm.send(pid, Release);
         }

@@ -136,9 +136,25 @@ pub fn spawn<F>(f: F) -> Pid
 where
     F: FnOnce() + Send + 'static,
 {
-    match try_spawn_named("spawn", f) {
-        Ok(pid) => pid,
-        Err(error) => panic!("starling::spawn: {error}"),
+    let process = current("spawn");
+    process.checkpoint(CALL_COST);
+    match spawn_in(&process.vm, f, SpawnOptions::default()) {
+        Ok((pid, _)) => pid,
+        Err(error) => spawn_failed("spawn", &process.vm, error),
+    }
+}
+
+/// Panics for the spawn function `starling::{function}`, which failed with `error`; at the
+/// process limit the message names the limit and its value.
+#[cold]
+#[inline(never)]
+pub(crate) fn spawn_failed(function: &str, vm: &VmShared, error: Error) -> ! {
+    match error {
+        Error::SystemLimit => panic!(
+            "starling::{function}: {error}: this VM's max_processes is {}",
+            vm.table.max()
+        ),
+        error => panic!("starling::{function}: {error}"),
     }
 }
 
@@ -195,7 +211,7 @@ where
     };
     match spawn_in(&process.vm, f, options) {
         Ok((pid, _)) => pid,
-        Err(error) => panic!("starling::spawn_link: {error}"),
+        Err(error) => spawn_failed("spawn_link", &process.vm, error),
     }
 }
 
@@ -220,7 +236,7 @@ where
             pid,
             monitor.expect("spawn_in sets up the monitor it was asked for"),
         ),
-        Err(error) => panic!("starling::spawn_monitor: {error}"),
+        Err(error) => spawn_failed("spawn_monitor", &process.vm, error),
     }
 }
 

@@ -682,6 +682,11 @@ impl ProcessTable {
         self.next_fresh.load(Ordering::Relaxed)
     }
 
+    /// The most processes the table holds at once (`max_processes`).
+    pub(crate) fn max(&self) -> usize {
+        self.max
+    }
+
     /// Processes in the table (and reserved): exact when no spawn or exit runs meanwhile.
     pub(crate) fn len(&self) -> usize {
         // Relaxed: a statistic.

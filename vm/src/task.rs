@@ -105,7 +105,7 @@ impl<T: Send + 'static> Task<T> {
         let (pid, monitor) = match crate::kernel::spawn_in(&owner.vm, body, options) {
             Ok((pid, Some(monitor))) => (pid, monitor),
             Ok((_, None)) => unreachable!("spawn_in sets up the monitor it was asked for"),
-            Err(error) => panic!("starling::Task::spawn: {error}"),
+            Err(error) => crate::kernel::spawn_failed("Task::spawn", &owner.vm, error),
         };
         Task {
             pid,

@@ -377,7 +377,7 @@ impl Vm {
         F: FnOnce() + Send + 'static,
     {
         self.try_spawn(f)
-            .unwrap_or_else(|error| panic!("starling::Vm::spawn: {error}"))
+            .unwrap_or_else(|error| crate::kernel::spawn_failed("Vm::spawn", &self.shared, error))
     }
 
     /// Like [`Vm::spawn`], but returns `Err(Error::SystemLimit)` at the process limit.
