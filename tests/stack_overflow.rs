@@ -1,13 +1,18 @@
 //! Stack overflow: a process that recurses without bound ends alone with
 //! `ExitReason::StackOverflow` (seen through a monitor and through a trapped link) while the VM
 //! and every other process go on; 200 KiB of recursion fits the default stack, and a small
-//! `stack_size` bounds the recursion.
+//! `stack_size` bounds the recursion; what an overflowed process leaves (process-locals, queued
+//! messages) is dropped on a guarded stack, so even a destructor that overflows is contained.
 
 mod heavy_common;
 
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
 use heavy_common::{echo, guarded, ping, recurse_bytes, stop_echo};
 use starling::{
-    process, receive, receive_match, spawn_link, spawn_monitor, Down, Exit, ExitReason, Vm,
+    process, receive, receive_match, send, spawn_link, spawn_monitor, Down, Exit, ExitReason, Vm,
 };
 
 /// A VM that prints no crash report for the overflows these tests cause on purpose.
@@ -224,6 +229,66 @@ fn an_overflow_during_vm_calls_leaves_no_lock_held() {
                 assert!(!process::alive(pid));
                 ping(sibling, round);
             }
+            stop_echo(sibling);
+        });
+        assert_eq!(outcome, Ok(()));
+        assert_eq!(vm.run(|| 1 + 1), Ok(2));
+    });
+}
+
+/// Counts its drops.
+struct Counted(Arc<AtomicUsize>);
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        self.0.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+/// A value whose destructor recurses without bound.
+struct Bottomless;
+
+impl Drop for Bottomless {
+    fn drop(&mut self) {
+        overflow();
+    }
+}
+
+starling::process_local! {
+    static KEPT: std::cell::RefCell<Option<Counted>> = std::cell::RefCell::new(None);
+}
+
+// An overflowed process's frames are gone, and the VM ends it from the worker thread's own
+// stack. What it leaves (process-locals, queued messages) is user code to drop: a destructor
+// that overflows there would overflow the thread's stack and abort the whole program (this test
+// binary). They are dropped in a process of their own instead.
+#[test]
+fn what_an_overflowed_process_leaves_is_dropped_on_a_guarded_stack() {
+    guarded("the leftovers of an overflowed process", || {
+        let vm = quiet_vm(2);
+        let outcome = vm.run(|| {
+            let sibling = echo();
+            let drops = Arc::new(AtomicUsize::new(0));
+            let counted = drops.clone();
+            let reason = exit_reason_of(move || {
+                KEPT.with(|kept| *kept.borrow_mut() = Some(Counted(counted.clone())));
+                let me = starling::self_pid();
+                send(me, Counted(counted));
+                send(me, Bottomless);
+                overflow();
+            });
+            assert_eq!(reason, ExitReason::StackOverflow);
+            // The process-local and the message queued before the bottomless one are dropped
+            // (then the bottomless destructor overflows the process dropping them).
+            let deadline = Instant::now() + Duration::from_secs(60);
+            while drops.load(Ordering::SeqCst) < 2 {
+                assert!(
+                    Instant::now() < deadline,
+                    "the overflowed process's values were not dropped"
+                );
+                process::sleep(Duration::from_millis(1));
+            }
+            ping(sibling, 0);
             stop_echo(sibling);
         });
         assert_eq!(outcome, Ok(()));

@@ -149,7 +149,9 @@
 //! message. The overflowed frames are discarded without their destructors, so a lock held in
 //! them stays held: an owner calls [`ensure_stack_headroom_as`] where its process enters code
 //! that takes locks other processes need, and a process short of stack then overflows there,
-//! holding none of them.
+//! holding none of them. [`Schedulable::overflowed`] runs on the worker thread's own stack,
+//! where an overflow cannot be contained: an owner must not run user code there (the VM drops
+//! an overflowed process's process-locals and messages in a new process).
 //!
 //! # Timers
 //!
@@ -243,7 +245,9 @@ pub trait Schedulable: Send + Sync + 'static {
 
     /// Called on a worker thread (outside any process) after the process's coroutine overflowed
     /// its stack and was abandoned: its frames are gone, its body will never return, and the
-    /// owner must end it. The default does nothing.
+    /// owner must end it. It runs on the worker thread's own stack, whose overflow would abort
+    /// the program: it must not run unbounded user code (destructors included). The default
+    /// does nothing.
     fn overflowed(this: &Handle<Self>)
     where
         Self: Sized,

@@ -25,8 +25,9 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use starling_scheduler::{Fiber, FiberStatus, Handle, Schedulable};
 
 use crate::exit::{ExitReason, Status};
+use crate::kernel::SpawnOptions;
 use crate::local::Locals;
-use crate::mailbox::Mailbox;
+use crate::mailbox::{Drained, Mailbox};
 use crate::pid::Pid;
 use crate::signal::{self, SignalState};
 use crate::vm::VmShared;
@@ -72,8 +73,12 @@ impl Schedulable for Process {
         // worker's stack), so none holds a reference into its mailbox: a matcher that
         // overflowed left the private queue marked borrowed, and nothing borrows it now.
         unsafe { this.mailbox.forget_borrow() };
-        // Outside the process now: its frames are gone, so it ends from here.
-        Process::terminate(this, Ok(()));
+        // Outside the process now: its frames are gone, so it ends from here, as `terminate`
+        // does, except that the user's values it leaves are dropped in a process of their own.
+        let reason = Process::begin_exit(this, Ok(()));
+        let locals = this.locals.take();
+        Process::announce_exit(this, &reason);
+        drop_in_a_process(&this.vm, locals, this.mailbox.take_all());
     }
 
     /// The pid's index and the low 32 bits of its generation (see `pid_of_label`).
@@ -307,6 +312,21 @@ impl Process {
     /// Owner only: the body wrapper's last step. Computes the exit reason from how the body
     /// ended, releases what the process holds, and tells whoever waits for it.
     pub(crate) fn terminate(this: &Handle<Self>, outcome: std::thread::Result<()>) {
+        let reason = Process::begin_exit(this, outcome);
+        // Process-locals may run arbitrary Drop code; a panic there must not escape the fiber.
+        let _ = catch_unwind(AssertUnwindSafe(|| this.locals.drop_all()));
+        Process::announce_exit(this, &reason);
+        // Nothing to drop in an empty mailbox (its queues' memory goes with the control block,
+        // or when a new process reuses it). Exact here: every send through the table happened
+        // before `remove` took the entry's lock.
+        if this.mailbox.len() != 0 {
+            let _ = catch_unwind(AssertUnwindSafe(|| this.mailbox.clear()));
+        }
+    }
+
+    /// The first step of ending: the exit reason, from how the body ended and any kill, and
+    /// the process marked as exiting.
+    fn begin_exit(this: &Handle<Self>, outcome: std::thread::Result<()>) -> ExitReason {
         // Acquire: pairs with the Release in `record_kill`; unkilled, no lock is needed.
         let kill = if this.killed.load(Ordering::Acquire) {
             this.kill_reason()
@@ -321,19 +341,16 @@ impl Process {
         };
         // Relaxed: introspection.
         this.exiting.store(true, Ordering::Relaxed);
-        // Process-locals may run arbitrary Drop code; a panic there must not escape the fiber.
-        let _ = catch_unwind(AssertUnwindSafe(|| this.locals.drop_all()));
+        reason
+    }
+
+    /// The pid dies (the table entry goes), and links, monitors and the exit hook are told.
+    fn announce_exit(this: &Handle<Self>, reason: &ExitReason) {
         let shard = this.vm.table.shard_of(this.vm.runtime.current_worker());
         this.vm.table.remove(this.pid, shard);
-        let hook = signal::propagate_exit(this, &reason);
+        let hook = signal::propagate_exit(this, reason);
         if let Some(hook) = hook {
-            let _ = catch_unwind(AssertUnwindSafe(|| hook(&reason)));
-        }
-        // Nothing to drop in an empty mailbox (its queues' memory goes with the control block,
-        // or when a new process reuses it). Exact here: every send through the table happened
-        // before `remove` took the entry's lock.
-        if this.mailbox.len() != 0 {
-            let _ = catch_unwind(AssertUnwindSafe(|| this.mailbox.clear()));
+            let _ = catch_unwind(AssertUnwindSafe(|| hook(reason)));
         }
     }
 }
@@ -344,6 +361,22 @@ impl Drop for Process {
         let shard = self.vm.table.shard_of(self.vm.runtime.current_worker());
         self.vm.table.free_index(self.pid.index, shard);
     }
+}
+
+/// Drops what an overflowed process left, its process-locals and its queued messages, in a new
+/// process. Their destructors are user code, and [`Process::overflowed`] runs on the worker
+/// thread's own stack: a destructor that recursed without bound there would overflow the
+/// thread's stack, which the platform cannot contain (the whole program aborts). In a process
+/// it overflows a guarded stack and ends only that process (the values it had not dropped yet
+/// are lost with its frames). At the process limit the spawn fails, and its closure, with the
+/// values, is dropped here after all.
+fn drop_in_a_process(vm: &Arc<VmShared>, locals: Locals, messages: Drained) {
+    if locals.is_empty() && messages.is_empty() {
+        return;
+    }
+    // Locals first, as in `terminate`.
+    let leftovers = move || drop((locals, messages));
+    let _ = crate::kernel::spawn_in(vm, leftovers, SpawnOptions::default());
 }
 
 /// Unwinds the calling process with [`ExitUnwind`], unless it is already unwinding (a Drop

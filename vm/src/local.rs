@@ -105,6 +105,21 @@ impl Locals {
     }
 
     /// Owner only, at the end of the process: drops every value, newest first.
+    /// Owner only (or the last owner of a dead process): takes every value out, to be dropped
+    /// by the caller (wherever their destructors are safest to run).
+    pub(crate) fn take(&self) -> Locals {
+        // SAFETY: owner only; no reference into the Vec is alive.
+        Locals(UnsafeCell::new(unsafe { (*self.0.get()).take() }))
+    }
+
+    /// Whether no value was ever made (or all were taken).
+    pub(crate) fn is_empty(&self) -> bool {
+        // SAFETY: owner only; no reference into the Vec outlives this call.
+        unsafe { &*self.0.get() }
+            .as_deref()
+            .is_none_or(|entries| entries.is_empty())
+    }
+
     pub(crate) fn drop_all(&self) {
         loop {
             // SAFETY: owner only; the entry is removed before its value is dropped, so a Drop

@@ -143,6 +143,19 @@ pub(crate) struct Mailbox {
     seen: Seen,
 }
 
+/// Every message a mailbox held, taken out by [`Mailbox::take_all`]; dropping it drops them.
+pub(crate) struct Drained {
+    seen: Queue,
+    first: Option<Message>,
+    rest: Queue,
+}
+
+impl Drained {
+    pub(crate) fn is_empty(&self) -> bool {
+        self.seen.is_empty() && self.first.is_none() && self.rest.is_empty()
+    }
+}
+
 /// The senders' queue: its oldest message inline, the others in a [`Queue`].
 ///
 /// Invariant: `rest` is empty while `first` is `None`.
@@ -443,7 +456,13 @@ impl Mailbox {
 
     /// Owner only (or the last owner of a dead process): drops every message.
     pub(crate) fn clear(&self) {
-        let incoming = {
+        drop(self.take_all());
+    }
+
+    /// Owner only (or the last owner of a dead process): takes every message out, to be
+    /// dropped by the caller (wherever their destructors are safest to run).
+    pub(crate) fn take_all(&self) -> Drained {
+        let (first, rest) = {
             let mut incoming = self.incoming.lock().unwrap_or_else(|e| e.into_inner());
             (incoming.first.take(), std::mem::take(&mut incoming.rest))
         };
@@ -452,8 +471,7 @@ impl Mailbox {
         self.taken
             .store(self.pushed.load(Ordering::Relaxed), Ordering::Relaxed);
         self.heap_bytes.store(0, Ordering::Relaxed);
-        drop(incoming);
-        drop(seen);
+        Drained { seen, first, rest }
     }
 }
 
