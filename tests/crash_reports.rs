@@ -69,6 +69,15 @@ fn run_child(name: &str, case: &str) -> (String, String) {
     (pid, stderr)
 }
 
+/// Asserts that `stderr` holds the overflow report of process `pid` (64 KiB stacks).
+fn assert_overflow_report(pid: &str, stderr: &str) {
+    let report = format!("starling: process {pid} overflowed its stack (64 KiB) and was ended");
+    assert!(
+        stderr.lines().any(|line| line == report),
+        "no line `{report}` in the child's standard error:\n{stderr}"
+    );
+}
+
 #[test]
 fn an_overflow_report_names_the_pid_and_the_stack_size() {
     match std::env::var(CHILD).as_deref() {
@@ -82,12 +91,7 @@ fn an_overflow_report_names_the_pid_and_the_stack_size() {
                 "an_overflow_report_names_the_pid_and_the_stack_size",
                 "overflow",
             );
-            let report =
-                format!("starling: process {pid} overflowed its stack (64 KiB) and was ended");
-            assert!(
-                stderr.lines().any(|line| line == report),
-                "no line `{report}` in the child's standard error:\n{stderr}"
-            );
+            assert_overflow_report(&pid, &stderr);
         }
     }
 }
@@ -184,12 +188,7 @@ fn an_overflow_inside_a_receive_guard_is_reported_alone_and_drops_the_mailbox() 
                 "an_overflow_inside_a_receive_guard_is_reported_alone_and_drops_the_mailbox",
                 "guard",
             );
-            let report =
-                format!("starling: process {pid} overflowed its stack (64 KiB) and was ended");
-            assert!(
-                stderr.lines().any(|line| line == report),
-                "no line `{report}` in the child's standard error:\n{stderr}"
-            );
+            assert_overflow_report(&pid, &stderr);
             assert!(
                 !stderr.contains("panicked"),
                 "the overflow in a guard made something panic:\n{stderr}"
