@@ -682,12 +682,7 @@ impl<P: Schedulable> Shared<P> {
             // A panicking hook is a bug in the owner; it must not take the worker with it.
             let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| hook()));
         }
-        crate::frames::give_back();
-        #[cfg(all(target_os = "linux", target_env = "gnu"))]
-        // SAFETY: malloc_trim has no preconditions; it only returns free heap pages to the OS.
-        unsafe {
-            libc::malloc_trim(0);
-        }
+        give_back_free_memory();
         #[cfg(all(target_os = "linux", target_env = "gnu"))]
         trim_own_arena_top();
         if more {
@@ -1202,6 +1197,21 @@ impl<P: Schedulable> Runtime<P> {
         // Kept processes may own the runtime's owner (the VM's shared state): drop them now,
         // or the cycle would keep everything alive.
         shared.drop_recycled();
+        // No worker is left to give back what the processes freed, and the block store is
+        // process-wide: without this, a dropped VM that had held a million parked processes
+        // left ~690 MiB resident in the program for good (free blocks, and free memory in the
+        // workers' glibc arenas).
+        give_back_free_memory();
+    }
+}
+
+/// Returns the block store's free pages and the allocator's free heap memory to the OS.
+fn give_back_free_memory() {
+    crate::frames::give_back();
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim has no preconditions; it only returns free heap pages to the OS.
+    unsafe {
+        libc::malloc_trim(0);
     }
 }
 

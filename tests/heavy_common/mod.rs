@@ -1,5 +1,5 @@
 //! Shared helpers for the heavy integration tests (`million.rs`, `memory.rs`, `memory_cycles.rs`,
-//! `memory_monitors.rs`, `memory_idle.rs`, `memory_arena_top.rs`, `memory_arena_pad.rs`,
+//! `memory_monitors.rs`, `memory_idle.rs`, `memory_vm_drop.rs`, `memory_arena_top.rs`, `memory_arena_pad.rs`,
 //! `memory_relations_burst.rs`, `stack_overflow.rs`, `limits.rs`, `starvation.rs`,
 //! `blocking.rs`): a hang guard, the resident set size and waits for it to fall, a spinner that
 //! never calls the VM, a recursion of known stack depth, an echo process, and percentiles.
