@@ -5,10 +5,13 @@
 #[macro_use]
 mod common;
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use common::{eventually, panic_message, quiet_intentional_panics, run, INTENTIONAL};
-use starling::{exit, process, receive, self_pid, send, spawn, ExitReason, Pid};
+use starling::{
+    exit, process, receive, receive_match_timeout, self_pid, send, spawn, spawn_monitor, Down,
+    ExitReason, Pid,
+};
 
 #[derive(Debug)]
 struct Ping(Pid);
@@ -158,6 +161,76 @@ on_schedulers! {
             });
             eventually("the panicking process ends", || !process::alive(pid));
             eventually("its values are dropped", || dropped.load(std::sync::atomic::Ordering::SeqCst));
+        });
+    }
+
+    // Rust's panic state belongs to the OS thread. A destructor that waits while its process
+    // unwinds must not hand the thread to other processes: they would see
+    // `std::thread::panicking()`, and a kill would not unwind them (the VM does not start a
+    // second unwind during a panic).
+    fn a_destructor_that_waits_while_unwinding_keeps_the_panic_to_its_process(vm) {
+        quiet_intentional_panics();
+        run(vm, || {
+            struct WaitOnDrop;
+            impl Drop for WaitOnDrop {
+                fn drop(&mut self) {
+                    process::sleep(Duration::from_millis(30));
+                }
+            }
+            let (unwinding, monitor) = spawn_monitor(|| {
+                let _wait = WaitOnDrop;
+                panic!("{INTENTIONAL}: waiting in a destructor");
+            });
+            let victim = spawn(|| loop {
+                receive::<u8>();
+            });
+            let victim_monitor = process::monitor(victim);
+            // While the destructor waits: nobody else is panicking, and a kill kills.
+            let mut seen_panicking = false;
+            let until = Instant::now() + Duration::from_millis(20);
+            while Instant::now() < until {
+                seen_panicking |= std::thread::panicking();
+                process::yield_now();
+            }
+            process::exit(victim, ExitReason::Kill);
+            let down = receive_match_timeout(|d: &Down| d.monitor == victim_monitor, Duration::from_secs(30))
+                .expect("a process killed while another one's destructor waited did not die");
+            assert_eq!(down.reason, ExitReason::Killed);
+            let down = receive_match_timeout(|d: &Down| d.monitor == monitor, Duration::from_secs(30))
+                .expect("the unwinding process did not end");
+            assert_eq!(down.pid, unwinding);
+            assert!(matches!(&down.reason, ExitReason::Panic(m) if m.contains("waiting in a destructor")), "{:?}", down.reason);
+            assert!(!seen_panicking, "another process saw the unwinding process's panic");
+        });
+    }
+
+    // The same for a destructor that uses up its slice (it would yield at a VM call).
+    fn a_destructor_that_spends_its_slice_while_unwinding_keeps_the_panic_to_its_process(vm) {
+        quiet_intentional_panics();
+        run(vm, || {
+            struct SendOnDrop;
+            impl Drop for SendOnDrop {
+                fn drop(&mut self) {
+                    let me = self_pid();
+                    for i in 0..20_000u32 {
+                        send(me, i);
+                    }
+                }
+            }
+            let (_, monitor) = spawn_monitor(|| {
+                let _send = SendOnDrop;
+                panic!("{INTENTIONAL}: sending in a destructor");
+            });
+            let mut seen_panicking = false;
+            let down = loop {
+                seen_panicking |= std::thread::panicking();
+                if let Some(down) = receive_match_timeout(|d: &Down| d.monitor == monitor, Duration::ZERO) {
+                    break down;
+                }
+                process::yield_now();
+            };
+            assert!(matches!(&down.reason, ExitReason::Panic(m) if m.contains("sending in a destructor")), "{:?}", down.reason);
+            assert!(!seen_panicking, "another process saw the unwinding process's panic");
         });
     }
 

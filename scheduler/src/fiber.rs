@@ -47,6 +47,18 @@ pub(crate) enum Suspend {
     Yield,
 }
 
+/// How long a park made while the thread is unwinding blocks the thread before it returns (see
+/// `Fiber::suspend_self`). Guessed: short enough that a wake-up is noticed within a tenth of a
+/// millisecond, long enough that a long wait costs a few percent of a core.
+const UNWINDING_PARK_POLL: std::time::Duration = std::time::Duration::from_micros(100);
+
+/// Whether this thread is unwinding a panic. Never inlined: it reads a thread-local, and the
+/// read must not be merged into a caller that may resume on another thread (the thread rule).
+#[inline(never)]
+fn thread_is_unwinding() -> bool {
+    std::thread::panicking()
+}
+
 /// What the worker must do after resuming a fiber.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum RunOutcome {
@@ -605,6 +617,21 @@ impl Fiber {
     ///
     /// Must be called on this fiber's coroutine while it runs.
     pub(crate) unsafe fn suspend_self(&self, reason: Suspend) {
+        if thread_is_unwinding() {
+            // Rust's panic state (`std::thread::panicking`, the panic count) belongs to the OS
+            // thread, not to the coroutine: a fiber that switched out while unwinding (a
+            // destructor that parks or yields) would leave every other fiber on this thread
+            // "panicking" (its kills ignored, its mutexes poisoned), and would end its unwinding
+            // on another thread, whose count it would then wrap. So an unwinding fiber keeps its
+            // thread: a yield is put off (its slice stays used up, so it yields at its first VM
+            // call after the unwinding), and a park blocks the thread briefly and returns, a
+            // spurious wake-up its caller's wait loop re-checks. The watchdog hands the thread's
+            // other processes to a spare meanwhile, as for any long computation.
+            if matches!(reason, Suspend::Park) {
+                std::thread::sleep(UNWINDING_PARK_POLL);
+            }
+            return;
+        }
         let (yielder, stack_pointer) = {
             // SAFETY: the running fiber's thread owns its core (caller's contract).
             let core = unsafe { &*self.core.get() };

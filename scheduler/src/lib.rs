@@ -171,6 +171,16 @@
 //!   guard across a VM call, nor hold `!Send` values (like `Rc` clones shared with other
 //!   threads' data) across one; use process-local storage instead.
 //!
+//! Rust's panic state is the thread's too: `std::thread::panicking` and the panic count that
+//! `catch_unwind` decrements are thread-locals of std. A fiber that switched out while
+//! unwinding (a destructor that parks or spends its slice) would leave every other fiber on its
+//! thread "panicking" (a VM kill does not unwind a process that is already panicking, and a
+//! mutex unlocked then is poisoned), and would finish unwinding on another thread, whose count
+//! it would wrap. So an unwinding fiber never switches: its yields are put off until the
+//! unwinding ends, and a park blocks the thread for 100 µs and returns (a spurious wake-up the
+//! caller's wait loop re-checks). The watchdog moves the thread's other processes to a spare
+//! meanwhile, as for any long computation (`Fiber::suspend_self`).
+//!
 //! # Shutdown
 //!
 //! 1. The owner (the VM) stops new spawns and makes every process end (it kills them; each one

@@ -103,6 +103,12 @@
 //! boundary into the scheduler. [`exit`](fn@exit) and kills unwind the process's stack with a private
 //! payload, running destructors; catching it with `catch_unwind` only delays the end until the
 //! next VM call.
+//!
+//! A destructor may call the VM while its process unwinds (send, receive, sleep), but the
+//! process keeps its OS thread until the unwinding ends: Rust's panic state belongs to the
+//! thread, and another process run there meanwhile would see `std::thread::panicking()`. Its
+//! waits block the thread (the watchdog hands the thread's other processes to a spare after the
+//! long-schedule threshold) and its yields wait for the unwinding's end.
 
 #![deny(unsafe_op_in_unsafe_fn)]
 #![deny(clippy::undocumented_unsafe_blocks)]
