@@ -158,11 +158,20 @@ fn invalid_config(configure: impl FnOnce(starling::Builder) -> starling::Builder
 #[test]
 fn builder_rejects_out_of_range_options() {
     guarded("builder validation", || {
-        let cases: [(&str, Configure); 4] = [
+        let cases: [(&str, Configure); 13] = [
             ("max_processes", |b| b.max_processes(0)),
+            ("max_processes", |b| b.max_processes(usize::MAX)),
             ("schedulers", |b| b.schedulers(0)),
+            ("schedulers", |b| b.schedulers(100_000)),
             ("stack_size", |b| b.stack_size(1024)),
+            ("stack_size", |b| b.stack_size(64 << 30)),
+            ("stack_size", |b| b.stack_size(usize::MAX)),
             ("long_schedule", |b| b.long_schedule(Duration::ZERO)),
+            ("max_stack_slots", |b| b.max_stack_slots(0)),
+            ("max_stack_slots", |b| b.max_stack_slots(usize::MAX)),
+            ("spare_threads", |b| b.spare_threads(usize::MAX)),
+            ("blocking_threads", |b| b.blocking_threads(0)),
+            ("max_processes", |b| b.max_processes(0).schedulers(0)),
         ];
         for (option, configure) in cases {
             let message = invalid_config(configure);

@@ -110,6 +110,18 @@ pub const DEFAULT_SPARES: usize = 64;
 /// 1 M parked coroutines on 4,096 slots at 304 B each.
 pub const DEFAULT_MAX_SLOTS: usize = 4096;
 
+/// The most worker threads (`Config::schedulers`) a runtime accepts.
+pub const MAX_SCHEDULERS: usize = 1024;
+
+/// The largest `Config::slot_size` a runtime accepts (1 GiB).
+pub const MAX_SLOT_SIZE: usize = 1 << 30;
+
+/// The most stack slots (`Config::max_slots`) a runtime accepts.
+pub const MAX_SLOTS: usize = 1 << 20;
+
+/// The most spare threads (`Config::spares`) a runtime accepts.
+pub const MAX_SPARES: usize = 4096;
+
 /// Receives the runtime's long-schedule reports (see `watchdog.rs`).
 #[derive(Clone)]
 pub struct LongScheduleHook(pub Arc<dyn Fn(LongSchedule) + Send + Sync>);
@@ -898,37 +910,37 @@ impl<P: Schedulable> fmt::Debug for Runtime<P> {
 impl<P: Schedulable> Runtime<P> {
     /// Starts `config.schedulers` worker threads.
     pub fn start(config: Config) -> Result<Runtime<P>, StartError> {
-        if config.schedulers == 0 || config.schedulers > 1024 {
+        if config.schedulers == 0 || config.schedulers > MAX_SCHEDULERS {
             return Err(StartError::InvalidConfig(format!(
-                "schedulers must be between 1 and 1024, got {}",
+                "schedulers must be between 1 and {MAX_SCHEDULERS}, got {}",
                 config.schedulers
             )));
         }
         if !config.slot_size.is_multiple_of(GUARD_SIZE) || config.slot_size < 64 * 1024 {
             return Err(StartError::InvalidConfig(format!(
-                "stack_size must be a multiple of 4096 and at least 65536 bytes, got {}",
+                "slot_size must be a multiple of 4096 and at least 65536 bytes, got {}",
                 config.slot_size
             )));
         }
-        if config.slot_size > 1 << 30 {
+        if config.slot_size > MAX_SLOT_SIZE {
             return Err(StartError::InvalidConfig(format!(
-                "stack_size must be at most 1 GiB, got {}",
+                "slot_size must be at most 1 GiB, got {}",
                 config.slot_size
             )));
         }
-        if config.max_slots == 0 || config.max_slots > 1 << 20 {
+        if config.max_slots == 0 || config.max_slots > MAX_SLOTS {
             return Err(StartError::InvalidConfig(format!(
-                "max_slots must be between 1 and 1048576, got {}",
+                "max_slots must be between 1 and {MAX_SLOTS}, got {}",
                 config.max_slots
             )));
         }
-        let slots = SlotPool::new(config.slot_size, config.max_slots).map_err(StartError::Os)?;
-        if config.spares > 4096 {
+        if config.spares > MAX_SPARES {
             return Err(StartError::InvalidConfig(format!(
-                "spares must be at most 4096, got {}",
+                "spares must be at most {MAX_SPARES}, got {}",
                 config.spares
             )));
         }
+        let slots = SlotPool::new(config.slot_size, config.max_slots).map_err(StartError::Os)?;
         let total = config.schedulers + config.spares;
         let mut queues: Vec<WorkerQueues<P>> = (0..total)
             .map(|_| (Worker::new_fifo(), Worker::new_lifo()))

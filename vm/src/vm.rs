@@ -10,7 +10,8 @@ use std::time::Duration;
 
 use starling_scheduler::{
     BlockingPool, Config, GiveBackHook, LongScheduleHook, Runtime, StartError, TimerHandle,
-    DEFAULT_BLOCKING_IDLE, DEFAULT_BLOCKING_THREADS, DEFAULT_LONG_SCHEDULE,
+    DEFAULT_BLOCKING_IDLE, DEFAULT_BLOCKING_THREADS, DEFAULT_LONG_SCHEDULE, MAX_SCHEDULERS,
+    MAX_SLOTS, MAX_SLOT_SIZE, MAX_SPARES,
 };
 
 use crate::blocking::{LongSchedule, LongScheduleLog};
@@ -100,14 +101,14 @@ impl Default for Builder {
 }
 
 impl Builder {
-    /// OS threads running processes (default: one per available core).
+    /// OS threads running processes (default: one per available core; 1 to 1,024).
     pub fn schedulers(mut self, schedulers: usize) -> Self {
         self.schedulers = Some(schedulers);
         self
     }
 
     /// Bytes of stack each process may use, guard page included (default 256 KiB: 200 KiB of
-    /// recursion fits). Rounded up to a multiple of 4 KiB; at least 64 KiB.
+    /// recursion fits). Rounded up to a multiple of 4 KiB; 64 KiB to 1 GiB.
     pub fn stack_size(mut self, bytes: usize) -> Self {
         self.stack_size = bytes;
         self
@@ -120,7 +121,7 @@ impl Builder {
     }
 
     /// Most stack slots (default 4,096): processes beyond this many share slots by copying
-    /// their live frames out and in. Each slot costs two kernel memory mappings.
+    /// their live frames out and in. Each slot costs two kernel memory mappings. 1 to 1,048,576.
     pub fn max_stack_slots(mut self, slots: usize) -> Self {
         self.max_stack_slots = slots;
         self
@@ -142,6 +143,7 @@ impl Builder {
 
     /// Spare scheduler threads the watchdog may start (default 64): up to this many processes
     /// can compute without calling the VM at once while every other process keeps running.
+    /// At most 4,096.
     pub fn spare_threads(mut self, threads: usize) -> Self {
         self.spare_threads = threads;
         self
@@ -186,10 +188,37 @@ impl Builder {
                 "blocking_threads must be at least 1".to_string(),
             ));
         }
+        // The scheduler checks these too, but under its own names (`slot_size`, `max_slots`,
+        // `spares`); a builder error names the builder's option.
+        if let Some(schedulers) = self.schedulers {
+            if schedulers == 0 || schedulers > MAX_SCHEDULERS {
+                return Err(Error::InvalidConfig(format!(
+                    "schedulers must be between 1 and {MAX_SCHEDULERS}, got {schedulers}"
+                )));
+            }
+        }
         let stack_size = self
             .stack_size
             .checked_next_multiple_of(4096)
-            .ok_or_else(|| Error::InvalidConfig("stack_size overflows".into()))?;
+            .filter(|&size| (64 * 1024..=MAX_SLOT_SIZE).contains(&size))
+            .ok_or_else(|| {
+                Error::InvalidConfig(format!(
+                    "stack_size must be between 64 KiB and 1 GiB, got {}",
+                    self.stack_size
+                ))
+            })?;
+        if self.max_stack_slots == 0 || self.max_stack_slots > MAX_SLOTS {
+            return Err(Error::InvalidConfig(format!(
+                "max_stack_slots must be between 1 and {MAX_SLOTS}, got {}",
+                self.max_stack_slots
+            )));
+        }
+        if self.spare_threads > MAX_SPARES {
+            return Err(Error::InvalidConfig(format!(
+                "spare_threads must be at most {MAX_SPARES}, got {}",
+                self.spare_threads
+            )));
+        }
         let mut config = Config {
             slot_size: stack_size,
             max_slots: self.max_stack_slots,
