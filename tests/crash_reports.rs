@@ -6,12 +6,15 @@
 //! the guard's frames were discarded while the process's private queue was borrowed, and the
 //! process's end used to panic on that borrow.
 //!
+//! An overflow the platform cannot contain (an OS thread's own stack, not a process's) aborts
+//! the program with Rust's message instead of going on.
+//!
 //! Standard error is the test process's own, so each test runs itself again as a child
 //! process (`CHILD` in its environment says which case) and reads the child's output.
 
 mod heavy_common;
 
-use std::process::Command;
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -47,14 +50,34 @@ fn crash_in_child(reports: bool, body: fn()) -> ExitReason {
     .expect("the root process failed")
 }
 
+/// Runs test `name` of this binary again as a child with `CHILD=case` and returns its output.
+/// Fails if the child has not ended within two minutes (a crash the VM mishandled could hang).
+fn child_output(name: &str, case: &str) -> std::process::Output {
+    let mut child = Command::new(std::env::current_exe().expect("the test binary's path"))
+        .args(["--exact", name, "--nocapture", "--test-threads=1"])
+        .env(CHILD, case)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("running the test binary as a child");
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while child.try_wait().expect("waiting for the child").is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("the child running {name} ({case}) did not end within 120 s");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    // It has ended: its output is complete (small enough for the pipes' buffers).
+    child
+        .wait_with_output()
+        .expect("reading the child's output")
+}
+
 /// Runs test `name` of this binary again as a child with `CHILD=case`; returns the pid it
 /// printed and its standard error.
 fn run_child(name: &str, case: &str) -> (String, String) {
-    let output = Command::new(std::env::current_exe().expect("the test binary's path"))
-        .args(["--exact", name, "--nocapture", "--test-threads=1"])
-        .env(CHILD, case)
-        .output()
-        .expect("running the test binary as a child");
+    let output = child_output(name, case);
     let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
     let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
     assert!(
@@ -195,4 +218,55 @@ fn an_overflow_inside_a_receive_guard_is_reported_alone_and_drops_the_mailbox() 
             );
         }
     }
+}
+
+// Where the platform cannot contain an overflow, the program aborts with a clear message, never
+// goes on corrupted: here an OS thread's own stack (a `blocking` closure runs on a pool thread,
+// not on a process's guarded slot), whose guard-page fault the VM's handler passes on to Rust's.
+#[test]
+fn an_overflow_outside_any_process_aborts_with_a_clear_message() {
+    match std::env::var(CHILD).as_deref() {
+        Ok("thread") => {
+            let vm = Vm::builder()
+                .schedulers(1)
+                .build()
+                .expect("building the VM");
+            vm.run(|| {
+                starling::blocking(|| {
+                    recurse_bytes(usize::MAX);
+                })
+            })
+            .expect("the root process failed");
+            println!("SURVIVED");
+        }
+        Ok(_) => {}
+        Err(_) => {
+            let output = child_output(
+                "an_overflow_outside_any_process_aborts_with_a_clear_message",
+                "thread",
+            );
+            let stdout = String::from_utf8_lossy(&output.stdout);
+            let stderr = String::from_utf8_lossy(&output.stderr);
+            assert!(
+                !output.status.success() && !stdout.contains("SURVIVED"),
+                "the program went on after a thread's stack overflowed\nstdout:\n{stdout}"
+            );
+            use std::os::unix::process::ExitStatusExt;
+            assert_eq!(
+                output.status.signal(),
+                Some(libc_sigabrt()),
+                "the child did not abort: {:?}\nstderr:\n{stderr}",
+                output.status
+            );
+            assert!(
+                stderr.contains("has overflowed its stack"),
+                "no overflow message in the child's standard error:\n{stderr}"
+            );
+        }
+    }
+}
+
+/// `SIGABRT`'s number on Linux (every architecture this crate supports).
+fn libc_sigabrt() -> i32 {
+    6
 }
