@@ -109,6 +109,10 @@
 //! thread, and another process run there meanwhile would see `std::thread::panicking()`. Its
 //! waits block the thread (the watchdog hands the thread's other processes to a spare after the
 //! long-schedule threshold) and its yields wait for the unwinding's end.
+//!
+//! A destructor that panics while its process unwinds (a panic, [`exit`](fn@exit) or a kill)
+//! aborts the whole program: Rust lets no panic escape a destructor during unwinding, and no
+//! runtime can catch that. A destructor that may panic should check `std::thread::panicking()`.
 
 #![deny(unsafe_op_in_unsafe_fn)]
 #![deny(clippy::undocumented_unsafe_blocks)]
