@@ -6,6 +6,8 @@
 //! the guard's frames were discarded while the process's private queue was borrowed, and the
 //! process's end used to panic on that borrow.
 //!
+//! A panic in a `blocking` closure (on a pool thread) is reported as its process's.
+//!
 //! An overflow the platform cannot contain (an OS thread's own stack, not a process's) aborts
 //! the program with Rust's message instead of going on.
 //!
@@ -140,6 +142,44 @@ fn a_panic_report_names_the_pid_and_the_message() {
     }
 }
 
+/// Panics in a `blocking` closure, on a pool thread.
+fn panic_in_blocking() {
+    starling::blocking(|| panic!("a deliberate panic in blocking"))
+}
+
+// A `blocking` closure runs on a pool thread, not in the process, but its panic ends the process
+// and is reported as the process's, in the same one-line format (not Rust's default report of a
+// thread's panic).
+#[test]
+fn a_panic_in_blocking_work_is_reported_as_its_process_s() {
+    match std::env::var(CHILD).as_deref() {
+        Ok("blocking") => {
+            assert_eq!(
+                crash_in_child(true, panic_in_blocking),
+                ExitReason::Panic("a deliberate panic in blocking".into())
+            );
+        }
+        Ok(_) => {}
+        Err(_) => {
+            let (pid, stderr) = run_child(
+                "a_panic_in_blocking_work_is_reported_as_its_process_s",
+                "blocking",
+            );
+            let prefix = format!("starling: process {pid} panicked at tests/crash_reports.rs:");
+            assert!(
+                stderr.lines().any(|line| line.starts_with(&prefix)
+                    && line.ends_with(": a deliberate panic in blocking")),
+                "no line `{prefix}...: a deliberate panic in blocking` in the child's standard \
+                 error:\n{stderr}"
+            );
+            assert!(
+                !stderr.contains("thread '"),
+                "Rust's default report of a thread's panic was printed too:\n{stderr}"
+            );
+        }
+    }
+}
+
 #[test]
 fn a_vm_without_crash_reports_prints_none() {
     match std::env::var(CHILD).as_deref() {
@@ -149,12 +189,16 @@ fn a_vm_without_crash_reports_prints_none() {
                 crash_in_child(false, || panic!("a deliberate panic")),
                 ExitReason::Panic("a deliberate panic".into())
             );
+            assert_eq!(
+                crash_in_child(false, panic_in_blocking),
+                ExitReason::Panic("a deliberate panic in blocking".into())
+            );
         }
         Ok(_) => {}
         Err(_) => {
             let (pid, stderr) = run_child("a_vm_without_crash_reports_prints_none", "quiet");
             assert!(
-                !stderr.contains("starling: process"),
+                !stderr.contains("starling: process") && !stderr.contains("panicked"),
                 "a quiet VM reported a crash (last pid {pid}):\n{stderr}"
             );
         }

@@ -11,7 +11,8 @@ use crate::pid::Pid;
 
 /// Runs `f` on a separate pool of OS threads while the calling process waits; the scheduler
 /// runs other processes meanwhile. Use it for file I/O, blocking syscalls and long computations
-/// that do not call the VM. A panic in `f` ends the calling process with that panic.
+/// that do not call the VM. A panic in `f` ends the calling process with that panic, and its
+/// crash report names the process.
 ///
 /// The pool is bounded (512 threads by default, `Builder::blocking_threads`), grows on demand
 /// and shrinks when idle.
@@ -37,8 +38,12 @@ where
     let result = Arc::new(Mutex::new(None::<std::thread::Result<R>>));
     let result_in = result.clone();
     let waiter = me.clone();
+    let (pid, reports) = (me.pid, me.vm.crash_reports);
     me.vm.blocking.submit(Box::new(move || {
-        let outcome = catch_unwind(AssertUnwindSafe(f));
+        // A panic in `f` is reported as the process's (or not at all, as its VM says).
+        let outcome = catch_unwind(AssertUnwindSafe(|| {
+            crate::crash::as_work_of(pid, reports, f)
+        }));
         *result_in.lock().unwrap_or_else(|e| e.into_inner()) = Some(outcome);
         waiter.vm.runtime.wake(&waiter);
     }));

@@ -3,33 +3,63 @@
 //! A process-wide panic hook is installed once (the first time a VM is built). It wraps the hook
 //! that was there before: a panic inside a Starling process prints
 //! `starling: process <0.12.1> panicked at src/lib.rs:10:5: message` (unless its VM was built
-//! with `crash_reports(false)`); any other panic goes to the previous hook unchanged.
+//! with `crash_reports(false)`); so does a panic in a [`blocking`](crate::blocking) closure,
+//! which runs on a pool thread on behalf of its process (the panic then ends that process); any
+//! other panic goes to the previous hook unchanged.
 
+use std::cell::Cell;
 use std::sync::Once;
 
 use crate::control_block::Process;
+use crate::pid::Pid;
+
+thread_local! {
+    /// On a blocking-pool thread, while it runs a process's `blocking` closure: that process,
+    /// and whether its VM prints crash reports. (A plain OS thread: no process ever switches
+    /// on it, so the thread rule does not apply.)
+    static WORKING_FOR: Cell<Option<(Pid, bool)>> = const { Cell::new(None) };
+}
+
+/// Runs `f`, on a blocking-pool thread, as work of process `pid` (whose VM prints crash reports
+/// if `reports`): a panic in it is reported as that process's.
+pub(crate) fn as_work_of<R>(pid: Pid, reports: bool, f: impl FnOnce() -> R) -> R {
+    /// Restores the previous value, also when `f` unwinds (after the hook has run).
+    struct Restore(Option<(Pid, bool)>);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            WORKING_FOR.with(|cell| cell.set(self.0));
+        }
+    }
+    let _restore = Restore(WORKING_FOR.with(|cell| cell.replace(Some((pid, reports)))));
+    f()
+}
 
 pub(crate) fn install_panic_hook() {
     static INSTALL: Once = Once::new();
     INSTALL.call_once(|| {
         let previous = std::panic::take_hook();
         std::panic::set_hook(Box::new(move |info| {
-            let Some(process) = starling_scheduler::current_process::<Process>() else {
-                return previous(info);
+            let (pid, reports) = match starling_scheduler::current_process::<Process>() {
+                Some(process) => {
+                    // SAFETY: the hook runs on the panicking process's own coroutine, which the
+                    // worker running it keeps alive (see `control_block::current`).
+                    let process = unsafe { process.as_ref() };
+                    (process.pid, process.vm.crash_reports)
+                }
+                None => match WORKING_FOR.with(Cell::get) {
+                    Some(work) => work,
+                    None => return previous(info),
+                },
             };
-            // SAFETY: the hook runs on the panicking process's own coroutine, which the worker
-            // running it keeps alive (see `control_block::current`).
-            let process = unsafe { process.as_ref() };
-            if !process.vm.crash_reports {
+            if !reports {
                 return;
             }
             let message = crate::control_block::panic_message(info.payload());
             match info.location() {
-                Some(location) => eprintln!(
-                    "starling: process {} panicked at {location}: {message}",
-                    process.pid
-                ),
-                None => eprintln!("starling: process {} panicked: {message}", process.pid),
+                Some(location) => {
+                    eprintln!("starling: process {pid} panicked at {location}: {message}")
+                }
+                None => eprintln!("starling: process {pid} panicked: {message}"),
             }
         }));
     });
