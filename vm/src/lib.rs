@@ -108,7 +108,9 @@
 //! process keeps its OS thread until the unwinding ends: Rust's panic state belongs to the
 //! thread, and another process run there meanwhile would see `std::thread::panicking()`. Its
 //! waits block the thread (the watchdog hands the thread's other processes to a spare after the
-//! long-schedule threshold) and its yields wait for the unwinding's end.
+//! long-schedule threshold) and its yields wait for the unwinding's end. So on a VM with one
+//! scheduler and `spare_threads(0)`, a destructor that waits, while unwinding, for a reply from
+//! another process waits in vain: nothing else runs on that thread meanwhile.
 //!
 //! A destructor that panics while its process unwinds (a panic, [`exit`](fn@exit) or a kill)
 //! aborts the whole program: Rust lets no panic escape a destructor during unwinding, and no

@@ -143,7 +143,9 @@ impl Builder {
 
     /// Spare scheduler threads the watchdog may start (default 64): up to this many processes
     /// can compute without calling the VM at once while every other process keeps running.
-    /// At most 4,096.
+    /// At most 4,096. With none, such a process stalls its scheduler's other processes (with one
+    /// scheduler, all of them); so does one waiting in a destructor while it unwinds a panic
+    /// (see the crate docs, "Panics and unwinding").
     pub fn spare_threads(mut self, threads: usize) -> Self {
         self.spare_threads = threads;
         self
