@@ -209,7 +209,7 @@ impl Process {
         );
         self.pid = pid;
         self.fiber.renew(body);
-        self.mailbox = Mailbox::new();
+        self.mailbox.reset();
         self.locals = Locals::new();
         *self.killed.get_mut() = false;
         *self.exiting.get_mut() = false;
@@ -330,6 +330,7 @@ impl Process {
 
     /// The first step of ending: the exit reason, from how the body ended and any kill, and
     /// the process marked as exiting.
+    #[inline]
     fn begin_exit(this: &Handle<Self>, outcome: std::thread::Result<()>) -> ExitReason {
         // Acquire: pairs with the Release in `record_kill`; unkilled, no lock is needed.
         let kill = if this.killed.load(Ordering::Acquire) {
@@ -349,6 +350,7 @@ impl Process {
     }
 
     /// The pid dies (the table entry goes), and links, monitors and the exit hook are told.
+    #[inline]
     fn announce_exit(this: &Handle<Self>, reason: &ExitReason) {
         let shard = this.vm.table.shard_of(this.vm.runtime.current_worker());
         this.vm.table.remove(this.pid, shard);

@@ -301,6 +301,28 @@ impl Mailbox {
         }
     }
 
+    /// Makes this mailbox as new for a process reusing its control block, which nothing else
+    /// references (`&mut`). The husk's mailbox is empty (its process took or dropped every
+    /// message when it ended); when its queues were never allocated either (most processes),
+    /// only the counters are reset, without running the drop of a whole mailbox and building a
+    /// new one (~35 instructions of a spawn).
+    pub(crate) fn reset(&mut self) {
+        let incoming = self.incoming.get_mut().unwrap_or_else(|e| e.into_inner());
+        let untouched = incoming.first.is_none()
+            && incoming.rest.0.is_none()
+            && self.seen.queue.get_mut().0.is_none();
+        if !untouched {
+            *self = Mailbox::new();
+            return;
+        }
+        // A poisoned lock of the old process must not poison the new one.
+        self.incoming.clear_poison();
+        *self.heap_bytes.get_mut() = 0;
+        *self.pushed.get_mut() = 0;
+        *self.taken.get_mut() = 0;
+        *self.seen.borrowed.get_mut() = false;
+    }
+
     /// Appends a message (any thread).
     pub(crate) fn push(&self, message: Message) {
         let heap_bytes = message.heap_bytes();
@@ -499,6 +521,40 @@ mod tests {
 
     /// The layout rule in `control_block.rs`: the senders' fields open the mailbox, right
     /// after the fiber's wakers' word.
+    /// `reset` gives a reused control block an empty, working mailbox whether the old one was
+    /// untouched, only counted messages, or had allocated its queues.
+    #[test]
+    fn a_reset_mailbox_is_as_new() {
+        let check = |mut mailbox: Mailbox| {
+            mailbox.reset();
+            assert_eq!(mailbox.len(), 0);
+            assert_eq!(mailbox.bytes(), 0);
+            mailbox.push(Envelope::new(7u32));
+            mailbox.push(Envelope::new(8u32));
+            assert_eq!(mailbox.len(), 2);
+            assert_eq!(take(&mailbox, |_| true), Some(7));
+            assert_eq!(take(&mailbox, |_| true), Some(8));
+            assert_eq!(mailbox.len(), 0);
+        };
+        check(Mailbox::new());
+        // One message in and out: only the counters moved.
+        let once = Mailbox::new();
+        once.push(Envelope::new(1u32));
+        assert_eq!(take(&once, |_| true), Some(1));
+        check(once);
+        // Queues allocated (three messages, the middle one taken first), then emptied by
+        // receiving, which keeps them (a process that ends with an empty mailbox keeps them too).
+        let queued = Mailbox::new();
+        for n in 0..3u32 {
+            queued.push(Envelope::new(n));
+        }
+        assert_eq!(take(&queued, |n| n == 1), Some(1));
+        assert_eq!(take(&queued, |_| true), Some(0));
+        assert_eq!(take(&queued, |_| true), Some(2));
+        assert!(capacities(&queued) != (0, 0), "the queues were allocated");
+        check(queued);
+    }
+
     #[test]
     fn the_senders_fields_come_first() {
         assert_eq!(std::mem::offset_of!(Mailbox, incoming), 0);
