@@ -233,8 +233,7 @@ pub use handle::{Block, Handle};
 pub use pages::{ZeroPages, PAGE};
 pub use runtime::{
     Config, GiveBackHook, LongScheduleHook, Padded, Runtime, StartError, TimerHandle,
-    DEFAULT_MAX_SLOTS, DEFAULT_SLOT_SIZE, DEFAULT_SPARES, MAX_SCHEDULERS, MAX_SLOTS, MAX_SLOT_SIZE,
-    MAX_SPARES, RECYCLE_SPILL_BATCHES,
+    DEFAULT_MAX_SLOTS, DEFAULT_SLOT_SIZE, DEFAULT_SPARES, RECYCLE_SPILL_BATCHES,
 };
 pub use suspend::{
     ensure_stack_headroom_as, park, park_as, park_until, spend, spend_as, yield_now,

@@ -111,16 +111,16 @@ pub const DEFAULT_SPARES: usize = 64;
 pub const DEFAULT_MAX_SLOTS: usize = 4096;
 
 /// The most worker threads (`Config::schedulers`) a runtime accepts.
-pub const MAX_SCHEDULERS: usize = 1024;
+const MAX_SCHEDULERS: usize = 1024;
 
 /// The largest `Config::slot_size` a runtime accepts (1 GiB).
-pub const MAX_SLOT_SIZE: usize = 1 << 30;
+const MAX_SLOT_SIZE: usize = 1 << 30;
 
 /// The most stack slots (`Config::max_slots`) a runtime accepts.
-pub const MAX_SLOTS: usize = 1 << 20;
+const MAX_SLOTS: usize = 1 << 20;
 
 /// The most spare threads (`Config::spares`) a runtime accepts.
-pub const MAX_SPARES: usize = 4096;
+const MAX_SPARES: usize = 4096;
 
 /// Receives the runtime's long-schedule reports (see `watchdog.rs`).
 #[derive(Clone)]
@@ -203,8 +203,14 @@ impl Default for Config {
 /// A configuration the runtime cannot start with, or an OS refusal.
 #[derive(Debug)]
 pub enum StartError {
-    /// A configuration value is out of range; the message names it.
-    InvalidConfig(String),
+    /// `Config::{field}` is out of range: `field` {problem}. The field is named apart so that an
+    /// owner can report it under its own name for the setting.
+    InvalidConfig {
+        /// The `Config` field's name.
+        field: &'static str,
+        /// What is wrong with it, with its value ("must be at most 4096, got 5000").
+        problem: String,
+    },
     /// The OS refused a resource (address space, a thread).
     Os(std::io::Error),
 }
@@ -212,7 +218,9 @@ pub enum StartError {
 impl fmt::Display for StartError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            StartError::InvalidConfig(message) => write!(f, "invalid configuration: {message}"),
+            StartError::InvalidConfig { field, problem } => {
+                write!(f, "invalid configuration: {field} {problem}")
+            }
             StartError::Os(error) => write!(f, "the OS refused: {error}"),
         }
     }
@@ -907,39 +915,52 @@ impl<P: Schedulable> fmt::Debug for Runtime<P> {
     }
 }
 
+impl Config {
+    /// Checks every value against its range.
+    fn validate(&self) -> Result<(), StartError> {
+        let invalid = |field: &'static str, problem: String| {
+            Err(StartError::InvalidConfig { field, problem })
+        };
+        if self.schedulers == 0 || self.schedulers > MAX_SCHEDULERS {
+            return invalid(
+                "schedulers",
+                format!(
+                    "must be between 1 and {MAX_SCHEDULERS}, got {}",
+                    self.schedulers
+                ),
+            );
+        }
+        if !self.slot_size.is_multiple_of(GUARD_SIZE)
+            || !(64 * 1024..=MAX_SLOT_SIZE).contains(&self.slot_size)
+        {
+            return invalid(
+                "slot_size",
+                format!(
+                    "must be a multiple of 4 KiB between 64 KiB and 1 GiB, got {}",
+                    self.slot_size
+                ),
+            );
+        }
+        if self.max_slots == 0 || self.max_slots > MAX_SLOTS {
+            return invalid(
+                "max_slots",
+                format!("must be between 1 and {MAX_SLOTS}, got {}", self.max_slots),
+            );
+        }
+        if self.spares > MAX_SPARES {
+            return invalid(
+                "spares",
+                format!("must be at most {MAX_SPARES}, got {}", self.spares),
+            );
+        }
+        Ok(())
+    }
+}
+
 impl<P: Schedulable> Runtime<P> {
     /// Starts `config.schedulers` worker threads.
     pub fn start(config: Config) -> Result<Runtime<P>, StartError> {
-        if config.schedulers == 0 || config.schedulers > MAX_SCHEDULERS {
-            return Err(StartError::InvalidConfig(format!(
-                "schedulers must be between 1 and {MAX_SCHEDULERS}, got {}",
-                config.schedulers
-            )));
-        }
-        if !config.slot_size.is_multiple_of(GUARD_SIZE) || config.slot_size < 64 * 1024 {
-            return Err(StartError::InvalidConfig(format!(
-                "slot_size must be a multiple of 4096 and at least 65536 bytes, got {}",
-                config.slot_size
-            )));
-        }
-        if config.slot_size > MAX_SLOT_SIZE {
-            return Err(StartError::InvalidConfig(format!(
-                "slot_size must be at most 1 GiB, got {}",
-                config.slot_size
-            )));
-        }
-        if config.max_slots == 0 || config.max_slots > MAX_SLOTS {
-            return Err(StartError::InvalidConfig(format!(
-                "max_slots must be between 1 and {MAX_SLOTS}, got {}",
-                config.max_slots
-            )));
-        }
-        if config.spares > MAX_SPARES {
-            return Err(StartError::InvalidConfig(format!(
-                "spares must be at most {MAX_SPARES}, got {}",
-                config.spares
-            )));
-        }
+        config.validate()?;
         let slots = SlotPool::new(config.slot_size, config.max_slots).map_err(StartError::Os)?;
         let total = config.schedulers + config.spares;
         let mut queues: Vec<WorkerQueues<P>> = (0..total)

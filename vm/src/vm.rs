@@ -10,8 +10,7 @@ use std::time::Duration;
 
 use starling_scheduler::{
     BlockingPool, Config, GiveBackHook, LongScheduleHook, Runtime, StartError, TimerHandle,
-    DEFAULT_BLOCKING_IDLE, DEFAULT_BLOCKING_THREADS, DEFAULT_LONG_SCHEDULE, MAX_SCHEDULERS,
-    MAX_SLOTS, MAX_SLOT_SIZE, MAX_SPARES,
+    DEFAULT_BLOCKING_IDLE, DEFAULT_BLOCKING_THREADS, DEFAULT_LONG_SCHEDULE,
 };
 
 use crate::blocking::{LongSchedule, LongScheduleLog};
@@ -190,37 +189,15 @@ impl Builder {
                 "blocking_threads must be at least 1".to_string(),
             ));
         }
-        // The scheduler checks these too, but under its own names (`slot_size`, `max_slots`,
-        // `spares`); a builder error names the builder's option.
-        if let Some(schedulers) = self.schedulers {
-            if schedulers == 0 || schedulers > MAX_SCHEDULERS {
-                return Err(Error::InvalidConfig(format!(
-                    "schedulers must be between 1 and {MAX_SCHEDULERS}, got {schedulers}"
-                )));
-            }
-        }
         let stack_size = self
             .stack_size
             .checked_next_multiple_of(4096)
-            .filter(|&size| (64 * 1024..=MAX_SLOT_SIZE).contains(&size))
             .ok_or_else(|| {
                 Error::InvalidConfig(format!(
-                    "stack_size must be between 64 KiB and 1 GiB, got {}",
+                    "stack_size must be at most 1 GiB, got {}",
                     self.stack_size
                 ))
             })?;
-        if self.max_stack_slots == 0 || self.max_stack_slots > MAX_SLOTS {
-            return Err(Error::InvalidConfig(format!(
-                "max_stack_slots must be between 1 and {MAX_SLOTS}, got {}",
-                self.max_stack_slots
-            )));
-        }
-        if self.spare_threads > MAX_SPARES {
-            return Err(Error::InvalidConfig(format!(
-                "spare_threads must be at most {MAX_SPARES}, got {}",
-                self.spare_threads
-            )));
-        }
         let mut config = Config {
             slot_size: stack_size,
             max_slots: self.max_stack_slots,
@@ -259,7 +236,16 @@ impl Builder {
             }
         })));
         let runtime = Runtime::start(config).map_err(|error| match error {
-            StartError::InvalidConfig(message) => Error::InvalidConfig(message),
+            // The scheduler's field, under the builder option that sets it.
+            StartError::InvalidConfig { field, problem } => {
+                let option = match field {
+                    "slot_size" => "stack_size",
+                    "max_slots" => "max_stack_slots",
+                    "spares" => "spare_threads",
+                    field => field,
+                };
+                Error::InvalidConfig(format!("{option} {problem}"))
+            }
             StartError::Os(error) => Error::InvalidConfig(format!("the OS refused: {error}")),
         })?;
         crate::crash::install_panic_hook();
