@@ -167,14 +167,7 @@ pub fn try_spawn<F>(f: F) -> Result<Pid, Error>
 where
     F: FnOnce() + Send + 'static,
 {
-    try_spawn_named("try_spawn", f)
-}
-
-fn try_spawn_named<F>(function: &str, f: F) -> Result<Pid, Error>
-where
-    F: FnOnce() + Send + 'static,
-{
-    let process = current(function);
+    let process = current("try_spawn");
     process.checkpoint(CALL_COST);
     spawn_in(&process.vm, f, SpawnOptions::default()).map(|(pid, _)| pid)
 }
