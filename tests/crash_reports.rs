@@ -21,7 +21,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use heavy_common::recurse_bytes;
+use heavy_common::{eventually_outside, recurse_bytes, Counted};
 
 use starling::{receive_match, self_pid, send, spawn_monitor, Down, ExitReason, Vm};
 
@@ -94,6 +94,19 @@ fn run_child(name: &str, case: &str) -> (String, String) {
     (pid, stderr)
 }
 
+/// Asserts that `stderr` holds the report of process `pid` panicking in this file with
+/// `message`.
+fn assert_panic_report(pid: &str, stderr: &str, message: &str) {
+    let prefix = format!("starling: process {pid} panicked at tests/crash_reports.rs:");
+    let suffix = format!(": {message}");
+    assert!(
+        stderr
+            .lines()
+            .any(|line| line.starts_with(&prefix) && line.ends_with(&suffix)),
+        "no line `{prefix}...{suffix}` in the child's standard error:\n{stderr}"
+    );
+}
+
 /// Asserts that `stderr` holds the overflow report of process `pid` (64 KiB stacks).
 fn assert_overflow_report(pid: &str, stderr: &str) {
     let report = format!("starling: process {pid} overflowed its stack (64 KiB) and was ended");
@@ -131,13 +144,7 @@ fn a_panic_report_names_the_pid_and_the_message() {
         Ok(_) => {}
         Err(_) => {
             let (pid, stderr) = run_child("a_panic_report_names_the_pid_and_the_message", "panic");
-            let prefix = format!("starling: process {pid} panicked at tests/crash_reports.rs:");
-            assert!(
-                stderr
-                    .lines()
-                    .any(|line| line.starts_with(&prefix) && line.ends_with(": a deliberate panic")),
-                "no line `{prefix}...: a deliberate panic` in the child's standard error:\n{stderr}"
-            );
+            assert_panic_report(&pid, &stderr, "a deliberate panic");
         }
     }
 }
@@ -165,13 +172,7 @@ fn a_panic_in_blocking_work_is_reported_as_its_process_s() {
                 "a_panic_in_blocking_work_is_reported_as_its_process_s",
                 "blocking",
             );
-            let prefix = format!("starling: process {pid} panicked at tests/crash_reports.rs:");
-            assert!(
-                stderr.lines().any(|line| line.starts_with(&prefix)
-                    && line.ends_with(": a deliberate panic in blocking")),
-                "no line `{prefix}...: a deliberate panic in blocking` in the child's standard \
-                 error:\n{stderr}"
-            );
+            assert_panic_report(&pid, &stderr, "a deliberate panic in blocking");
             assert!(
                 !stderr.contains("thread '"),
                 "Rust's default report of a thread's panic was printed too:\n{stderr}"
@@ -205,15 +206,6 @@ fn a_vm_without_crash_reports_prints_none() {
     }
 }
 
-/// A message that counts its drops.
-struct Counted(Arc<AtomicUsize>);
-
-impl Drop for Counted {
-    fn drop(&mut self) {
-        self.0.fetch_add(1, Ordering::SeqCst);
-    }
-}
-
 /// Drops of the [`Counted`] messages `overflow_in_a_guard` leaves in its mailbox.
 static GUARD_DROPS: std::sync::OnceLock<Arc<AtomicUsize>> = std::sync::OnceLock::new();
 
@@ -239,15 +231,9 @@ fn an_overflow_inside_a_receive_guard_is_reported_alone_and_drops_the_mailbox() 
             );
             // The process's end drops its messages right after its `Down` is sent.
             let drops = GUARD_DROPS.get().expect("the process ran");
-            let deadline = Instant::now() + Duration::from_secs(60);
-            while drops.load(Ordering::SeqCst) != 2 {
-                assert!(
-                    Instant::now() < deadline,
-                    "the overflowed process's messages were not dropped ({} of 2)",
-                    drops.load(Ordering::SeqCst)
-                );
-                std::thread::sleep(Duration::from_millis(1));
-            }
+            eventually_outside("the overflowed process's messages are dropped", || {
+                drops.load(Ordering::SeqCst) == 2
+            });
         }
         Ok(_) => {}
         Err(_) => {

@@ -8,9 +8,8 @@ mod heavy_common;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
-use heavy_common::{echo, guarded, ping, recurse_bytes, stop_echo};
+use heavy_common::{echo, eventually, guarded, ping, recurse_bytes, stop_echo, Counted};
 use starling::{
     process, receive, receive_match, send, spawn_link, spawn_monitor, Down, Exit, ExitReason, Vm,
 };
@@ -236,15 +235,6 @@ fn an_overflow_during_vm_calls_leaves_no_lock_held() {
     });
 }
 
-/// Counts its drops.
-struct Counted(Arc<AtomicUsize>);
-
-impl Drop for Counted {
-    fn drop(&mut self) {
-        self.0.fetch_add(1, Ordering::SeqCst);
-    }
-}
-
 /// A value whose destructor recurses without bound.
 struct Bottomless;
 
@@ -280,14 +270,9 @@ fn what_an_overflowed_process_leaves_is_dropped_on_a_guarded_stack() {
             assert_eq!(reason, ExitReason::StackOverflow);
             // The process-local and the message queued before the bottomless one are dropped
             // (then the bottomless destructor overflows the process dropping them).
-            let deadline = Instant::now() + Duration::from_secs(60);
-            while drops.load(Ordering::SeqCst) < 2 {
-                assert!(
-                    Instant::now() < deadline,
-                    "the overflowed process's values were not dropped"
-                );
-                process::sleep(Duration::from_millis(1));
-            }
+            eventually("the overflowed process's values are dropped", || {
+                drops.load(Ordering::SeqCst) >= 2
+            });
             ping(sibling, 0);
             stop_echo(sibling);
         });

@@ -9,7 +9,7 @@
 
 use std::sync::{Arc, Mutex, Once};
 use std::thread::ThreadId;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use starling::Vm;
 
@@ -20,7 +20,7 @@ pub const TEST_TIMEOUT: Duration = Duration::from_secs(60);
 #[path = "../hang_guard/mod.rs"]
 mod hang_guard;
 #[allow(unused_imports)] // not every test file uses them
-pub use hang_guard::{eventually, panic_message, run, with_timeout};
+pub use hang_guard::{eventually, eventually_outside, panic_message, run, with_timeout};
 
 /// Builds a VM with `schedulers` scheduler threads.
 pub fn vm(schedulers: usize) -> Vm {
@@ -87,19 +87,6 @@ impl Transcript {
 
     pub fn contains(&self, line: &str) -> bool {
         self.0.lock().unwrap().iter().any(|l| l == line)
-    }
-}
-
-/// Outside any process: polls `condition` (sleeping the OS thread) like [`eventually`].
-#[track_caller]
-pub fn eventually_outside(what: &str, mut condition: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !condition() {
-        assert!(
-            Instant::now() < deadline,
-            "never happened within 10 s: {what}"
-        );
-        std::thread::sleep(Duration::from_millis(1));
     }
 }
 

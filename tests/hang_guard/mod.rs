@@ -1,7 +1,7 @@
 //! What the test helper modules (`common`, `signal_common`, `heavy_common`) share: the hang
 //! guard (a test body runs on a helper OS thread and the test FAILS with a message when it
 //! overruns its limit, instead of hanging the suite), `run` (a root process that must
-//! return), `eventually`, the text of a panic payload, and the macro behind `on_schedulers!`
+//! return), `eventually` (inside a process and outside), the text of a panic payload, and the macro behind `on_schedulers!`
 //! and `signal_tests!`.
 
 #![allow(dead_code, unused_macros)]
@@ -62,14 +62,25 @@ where
 /// Inside a process: polls `condition` (sleeping 1 ms between tries) until it holds, panicking
 /// with `what` if it does not within 10 s.
 #[track_caller]
-pub fn eventually(what: &str, mut condition: impl FnMut() -> bool) {
+pub fn eventually(what: &str, condition: impl FnMut() -> bool) {
+    poll(what, condition, starling::process::sleep);
+}
+
+/// Outside any process: polls `condition` (sleeping the OS thread) like [`eventually`].
+#[track_caller]
+pub fn eventually_outside(what: &str, condition: impl FnMut() -> bool) {
+    poll(what, condition, std::thread::sleep);
+}
+
+#[track_caller]
+fn poll(what: &str, mut condition: impl FnMut() -> bool, sleep: fn(std::time::Duration)) {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     while !condition() {
         assert!(
             std::time::Instant::now() < deadline,
             "never happened within 10 s: {what}"
         );
-        starling::process::sleep(std::time::Duration::from_millis(1));
+        sleep(std::time::Duration::from_millis(1));
     }
 }
 

@@ -10,7 +10,8 @@
 #![allow(dead_code)]
 
 use std::hint::black_box;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -23,7 +24,7 @@ pub const HEAVY_TIMEOUT: Duration = Duration::from_secs(120);
 #[path = "../hang_guard/mod.rs"]
 mod hang_guard;
 #[allow(unused_imports)] // not every test file uses them
-pub use hang_guard::{panic_message, with_timeout};
+pub use hang_guard::{eventually, eventually_outside, panic_message, with_timeout};
 
 /// [`with_timeout`] with [`HEAVY_TIMEOUT`].
 #[track_caller]
@@ -358,4 +359,13 @@ pub fn waves_then_idle(vm: &Vm, range: std::ops::Range<u64>) -> usize {
     }
     vm.run(idle).expect("the idle root failed");
     rss_bytes()
+}
+
+/// A value that counts its drops (to see when a process's leftovers are dropped).
+pub struct Counted(pub Arc<AtomicUsize>);
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        self.0.fetch_add(1, Ordering::SeqCst);
+    }
 }
