@@ -264,19 +264,12 @@ fn allocate_small(class: usize) -> usize {
     address
 }
 
-/// Commits `[start, start + len)` of a chunk in one system call. Best effort: on a kernel
-/// without `MADV_POPULATE_WRITE` (before 5.14) the pages fault in as they are first written,
-/// which is correct, only slower.
+/// Commits `[start, start + len)` of a chunk in one system call.
 fn populate(start: usize, len: usize) {
-    // SAFETY: the range lies in a chunk of ours. It may already hold buffers: it is populated
-    // after the bump lock is released, so other threads may have carved from it and written
-    // to them meanwhile. That is sound because populating never changes what a page holds:
-    // `MADV_POPULATE_WRITE` only faults in the pages that are missing (as zeros, which is
-    // what they would read as anyway) and leaves present pages alone; the kernel serializes
-    // it with a concurrent writer's own fault on the same page.
-    unsafe {
-        libc::madvise(start as *mut libc::c_void, len, libc::MADV_POPULATE_WRITE);
-    }
+    // SAFETY: the range lies in a chunk of ours, read-write. It may already hold buffers: it
+    // is populated after the bump lock is released, so other threads may have carved from it
+    // and written to them meanwhile, which `pages::populate` allows.
+    unsafe { pages::populate(start, len) }
 }
 
 /// A block for `layout`: from the store when it fits a class ([`store_class`]), from the global

@@ -230,7 +230,7 @@ pub use blocking::{BlockingPool, DEFAULT_BLOCKING_IDLE, DEFAULT_BLOCKING_THREADS
 pub use context::{current_process, in_process};
 pub use fiber::{Fiber, FiberStatus, REDUCTIONS_PER_SLICE};
 pub use handle::{Block, Handle};
-pub use pages::{ZeroPages, PAGE};
+pub use pages::{commit_spare, ZeroPages, PAGE};
 pub use runtime::{
     Config, GiveBackHook, LongScheduleHook, Padded, Runtime, StartError, TimerHandle,
     DEFAULT_MAX_SLOTS, DEFAULT_SLOT_SIZE, DEFAULT_SPARES, RECYCLE_SPILL_BATCHES,
