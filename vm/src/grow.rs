@@ -38,14 +38,19 @@
 //! the root's queue grew to 32 MiB one page fault at a time, the sender on the other worker
 //! that found the lock taken for that long slept in the kernel, and the mailbox lock made 71 %
 //! of the run's 33,000 futex calls. So the spare capacity of every such growth is committed in
-//! one `MADV_POPULATE_WRITE` call ([`starling_scheduler::commit_spare`]): W2's futex calls fell
-//! to ~10,500 and its page faults from ~40,000 to ~24,500 a run, its system time by 10 to
-//! 13 %, and its median wall time from 1,874 to 1,741 ms (seven runs alternated with the
-//! build before, 2 schedulers: `starling child --workload w2 --size 1000000`). W1 showed no
-//! difference through this host's noise.
-//! A vector grown to just past a power of two holds up to twice the memory it needs until it
-//! drains (a mailbox then gives it back, `Mailbox::shrink_after_burst`), where the pages used to
-//! be resident only as they filled.
+//! one `MADV_POPULATE_WRITE` call ([`starling_scheduler::commit_spare`]), up to
+//! [`COMMIT_MAX`] of it. W2 on 2 schedulers (`starling child --workload w2 --size 1000000
+//! --schedulers 2`, runs alternated with the build before): futex calls ~36,000 → ~21,000 and
+//! page faults ~39,800 → ~32,000 a run; median wall 1,723 → 1,543 ms and 1,535 → 1,350 ms in
+//! two series of 7 and 8 runs (this host's runs spread over ±30 %). Committing the whole spare
+//! did more (10,500 futex calls, 24,500 faults, 1,404 ms in the first series), but a 16 MiB
+//! growth then held the lock ~10 ms: longer than the watchdog's long-schedule threshold, so the
+//! sender and a waiting one were reported as long schedules and their workers handed to spares.
+//! W1 showed no difference through the noise.
+//!
+//! The cost: a vector that stops growing just after a growth holds up to [`COMMIT_MAX`] of
+//! committed memory it never fills, until it drains (a mailbox then gives its buffer back,
+//! `Queue::shrink_after_burst`), where those pages used to be resident only once written.
 
 use std::collections::VecDeque;
 use std::mem::size_of;
@@ -54,6 +59,12 @@ use std::mem::size_of;
 /// docs). Guessed: 64 KiB copies in a few microseconds, and is far above every size glibc's
 /// per-thread cache takes (1,032 bytes).
 pub(crate) const COPY_GROWTH_MAX: usize = 64 << 10;
+
+/// Bytes of a large vector's new spare capacity committed at once when it grows (see the
+/// module docs); the rest faults in as it is written. At ~1.6 GB/s here, 4 MiB takes ~2.5 ms,
+/// under the lock of a mailbox's senders: below the watchdog's 5 ms long-schedule threshold,
+/// which committing a 16 MiB growth whole crossed, handing the sender's worker to a spare.
+const COMMIT_MAX: usize = 4 << 20;
 
 /// The capacity a vector of capacity `capacity` holding `len` items moves to so that
 /// `additional` more fit, if it should move rather than `realloc`.
@@ -93,7 +104,9 @@ fn grow_large<T>(vec: &mut Vec<T>, additional: usize) {
     let before = vec.capacity();
     vec.reserve(additional);
     if vec.capacity() != before && vec.capacity().saturating_mul(size_of::<T>()) > COPY_GROWTH_MAX {
-        starling_scheduler::commit_spare(vec.spare_capacity_mut());
+        let spare = vec.spare_capacity_mut();
+        let committed = spare.len().min(COMMIT_MAX / size_of::<T>().max(1));
+        starling_scheduler::commit_spare(&mut spare[..committed]);
     }
 }
 
