@@ -145,9 +145,12 @@ pub(crate) struct SlotPool<P> {
     /// Slots with no homed process, shared between workers. Under this mutex; entries may be
     /// stale (a slot re-homed by round robin), `claim_home` re-checks `homed`.
     free: Mutex<Vec<u32>>,
-    /// Next slot to share when every slot is enabled and homed. Any thread, Relaxed: any value
-    /// is a correct choice, this only spreads load.
-    round_robin: AtomicUsize,
+    /// Whether `free` may hold slots: written under its lock, read without it (Relaxed: a
+    /// hint; a stale `false` only shares a slot where a free one was, a stale `true` costs a
+    /// lock). Once every slot is homed (W2: a million processes parked on 4,096 slots), every
+    /// claim found `free` empty, yet took its lock, whose line then moved between the workers
+    /// at every first run.
+    free_hint: AtomicBool,
     /// Bytes between the stack pointer read in `fiber::suspend` and the lowest live byte.
     live_offset: usize,
     /// Next slot `trim` looks at. Relaxed: any value is correct.
@@ -221,7 +224,7 @@ impl<P: Schedulable> SlotPool<P> {
             grow: Mutex::new(()),
             grown_out: AtomicBool::new(false),
             free: Mutex::new(Vec::new()),
-            round_robin: AtomicUsize::new(0),
+            free_hint: AtomicBool::new(false),
             live_offset: live_frames_offset(),
             trim_cursor: AtomicUsize::new(0),
             overflow_entry: crate::overflow::register(region as usize, region_len, slot_size),
@@ -245,19 +248,23 @@ impl<P: Schedulable> SlotPool<P> {
 
     /// Picks a home slot for a process that is about to run for the first time and counts it
     /// as homed there. Prefers, in order: a free slot from the worker's `cache`, a free slot from
-    /// the shared list, a newly enabled slot, and finally a shared slot chosen round robin.
-    pub(crate) fn claim_home(&self, cache: &mut Vec<u32>) -> u32 {
+    /// the shared list, a newly enabled slot, and finally a shared slot chosen round robin from
+    /// the worker's own `cursor` (a worker-local cursor, not a shared counter: its line moved
+    /// between the workers at every first run once the pool was full).
+    pub(crate) fn claim_home(&self, cache: &mut Vec<u32>, cursor: &mut usize) -> u32 {
         while let Some(index) = cache.pop() {
             if self.try_claim_free(index) {
                 return index;
             }
         }
-        {
+        // Relaxed: see the field.
+        if self.free_hint.load(Ordering::Relaxed) {
             let mut free = self.free.lock().unwrap_or_else(|e| e.into_inner());
             // Take a batch so the next claims stay worker-local.
             let take = free.len().min(32);
             let at = free.len() - take;
             cache.extend(free.drain(at..));
+            self.free_hint.store(!free.is_empty(), Ordering::Relaxed);
         }
         while let Some(index) = cache.pop() {
             if self.try_claim_free(index) {
@@ -273,7 +280,8 @@ impl<P: Schedulable> SlotPool<P> {
             return index;
         }
         let enabled = self.enabled.load(Ordering::Acquire);
-        let index = (self.round_robin.fetch_add(1, Ordering::Relaxed) % enabled) as u32;
+        let index = (*cursor % enabled) as u32;
+        *cursor = cursor.wrapping_add(1);
         // Relaxed: `homed` is a counter; the slot's memory is protected by `busy`.
         self.slots[index as usize]
             .homed
@@ -349,6 +357,8 @@ impl<P: Schedulable> SlotPool<P> {
     pub(crate) fn give_back(&self, indices: impl IntoIterator<Item = u32>) {
         let mut free = self.free.lock().unwrap_or_else(|e| e.into_inner());
         free.extend(indices);
+        // Relaxed: see the field; written under the lock, like every write of it.
+        self.free_hint.store(!free.is_empty(), Ordering::Relaxed);
     }
 
     /// Tries to take slot `index` for running `process`.
@@ -678,8 +688,10 @@ mod tests {
     #[test]
     fn a_full_pool_shares_its_slots() {
         let pool = pool(3);
-        let mut cache = Vec::new();
-        let homes: Vec<u32> = (0..7).map(|_| pool.claim_home(&mut cache)).collect();
+        let (mut cache, mut cursor) = (Vec::new(), 0);
+        let homes: Vec<u32> = (0..7)
+            .map(|_| pool.claim_home(&mut cache, &mut cursor))
+            .collect();
         assert_eq!(&homes[..3], &[0, 1, 2]);
         assert!(homes[3..].iter().all(|&home| home < 3), "{homes:?}");
         assert_eq!(pool.enabled(), 3);
@@ -691,6 +703,24 @@ mod tests {
         assert_eq!(homed, 7);
     }
 
+    /// A slot given back to the shared list is the next claim's home, on any worker, ahead of
+    /// sharing a slot round robin: the list's emptiness hint is kept up to date.
+    #[test]
+    fn a_slot_given_back_is_claimed_before_any_is_shared() {
+        let pool = pool(3);
+        let (mut cache, mut cursor) = (Vec::new(), 0);
+        for expected in 0..3 {
+            assert_eq!(pool.claim_home(&mut cache, &mut cursor), expected);
+        }
+        assert!(pool.unhome(1));
+        pool.give_back([1]);
+        // Another worker's claim: its own empty cache and cursor.
+        assert_eq!(pool.claim_home(&mut Vec::new(), &mut 2), 1);
+        // Now none is free: the next claim shares the slot its cursor points at.
+        assert_eq!(pool.claim_home(&mut Vec::new(), &mut 2), 2);
+        assert_eq!(pool.slots[2].homed.load(Ordering::Relaxed), 2);
+    }
+
     /// While the pool can grow, a claim never shares a slot, not even while another worker
     /// holds the growth lock: it waits and gets a slot of its own. (Sharing there homed new
     /// processes with ones that never yield, and they waited behind them for ever.)
@@ -699,12 +729,12 @@ mod tests {
         use std::sync::Arc;
         use std::time::Duration;
         let pool = Arc::new(pool(8));
-        assert_eq!(pool.claim_home(&mut Vec::new()), 0);
+        assert_eq!(pool.claim_home(&mut Vec::new(), &mut 0), 0);
         // The lock is held as if by another worker enabling a slot.
         let growing = pool.grow.lock().unwrap();
         let claimer = {
             let pool = pool.clone();
-            std::thread::spawn(move || pool.claim_home(&mut Vec::new()))
+            std::thread::spawn(move || pool.claim_home(&mut Vec::new(), &mut 0))
         };
         std::thread::sleep(Duration::from_millis(50));
         let finished_while_held = claimer.is_finished();

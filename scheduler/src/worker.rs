@@ -51,6 +51,8 @@ pub(crate) struct WorkerLocal<P> {
     next_slice: Cell<i32>,
     /// Free stack slots this worker hands out first (see `SlotPool::claim_home`).
     pub(crate) free_slots: RefCell<Vec<u32>>,
+    /// Where this worker's round robin over shared slots goes on (see `SlotPool::claim_home`).
+    shared_slot_cursor: Cell<usize>,
     /// Loop iterations so far.
     tick: Cell<u64>,
     /// Whether this worker counts as searching in `Idle`.
@@ -101,6 +103,8 @@ impl<P: Schedulable> WorkerLocal<P> {
             slice_left: Cell::new(0),
             next_slice: Cell::new(crate::fiber::REDUCTIONS_PER_SLICE),
             free_slots: RefCell::new(Vec::new()),
+            // Apart, so that two workers sharing slots start on different ones.
+            shared_slot_cursor: Cell::new(index.wrapping_mul(0x9E37_79B9)),
             tick: Cell::new(0),
             searching: Cell::new(false),
             owes_give_back: Cell::new(false),
@@ -351,7 +355,10 @@ impl<P: Schedulable> WorkerLocal<P> {
             None => {
                 let slot = {
                     let mut cache = self.free_slots.borrow_mut();
-                    self.shared.slots.claim_home(&mut cache)
+                    let mut cursor = self.shared_slot_cursor.get();
+                    let home = self.shared.slots.claim_home(&mut cache, &mut cursor);
+                    self.shared_slot_cursor.set(cursor);
+                    home
                 };
                 fiber.set_home(slot);
                 slot
