@@ -259,17 +259,11 @@ fn allocate_small(class: usize) -> usize {
     // a `give_back` meanwhile advises away only pages beyond every carved buffer, which
     // populating again merely re-commits.
     if let Some((start, len)) = window {
-        populate(start, len);
+        // SAFETY: the window lies in a chunk of ours, read-write. It may already hold buffers
+        // that other threads carved and wrote meanwhile, which `pages::populate` allows.
+        unsafe { pages::populate(start, len) };
     }
     address
-}
-
-/// Commits `[start, start + len)` of a chunk in one system call.
-fn populate(start: usize, len: usize) {
-    // SAFETY: the range lies in a chunk of ours, read-write. It may already hold buffers: it
-    // is populated after the bump lock is released, so other threads may have carved from it
-    // and written to them meanwhile, which `pages::populate` allows.
-    unsafe { pages::populate(start, len) }
 }
 
 /// A block for `layout`: from the store when it fits a class ([`store_class`]), from the global

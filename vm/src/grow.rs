@@ -125,13 +125,11 @@ fn grow_deque<T>(deque: &mut VecDeque<T>, additional: usize) {
         let mut bigger = VecDeque::with_capacity(capacity);
         bigger.extend(deque.drain(..));
         *deque = bigger;
-        deque.reserve(additional);
-    } else if deque.capacity() == 0 {
-        deque.reserve(additional);
     } else {
         // Through a `Vec`, whose spare capacity is one slice after its items: the conversions
         // reuse the buffer (`From<VecDeque>` rotates the items to its start first, within it:
-        // at most one more move of each item per doubling).
+        // at most one more move of each item per doubling), and allocate nothing for an empty
+        // deque, whose first buffer `grow_large` then reserves.
         let mut vec = Vec::from(std::mem::take(deque));
         grow_large(&mut vec, additional);
         *deque = VecDeque::from(vec);
