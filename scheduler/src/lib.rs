@@ -158,7 +158,10 @@
 //! Each worker owns a hierarchical timer wheel (6 levels × 64 slots, 1 ms ticks, `timer.rs`)
 //! behind a mutex. A process's timed park inserts into the wheel of the worker it runs on; the
 //! worker fires due timers every few ticks while busy and sleeps until the next one when idle.
-//! Timers never fire early: the wheel compares exact deadlines.
+//! Timers never fire early: the wheel compares exact deadlines. A wheel's slab keeps the cells
+//! of its peak until the idle pass that gives memory back cuts it back to its highest live
+//! timer (`TimerWheel::shrink`): a burst of a million timed waits no longer leaves ~61 MiB
+//! behind for good.
 //!
 //! # The thread rule
 //!

@@ -357,6 +357,17 @@ impl<P: Schedulable> Timers<P> {
         }
     }
 
+    /// Gives back the memory a past peak of timers left in this wheel (`TimerWheel::shrink`),
+    /// freeing it after the wheel's lock is released.
+    fn shrink(&self) {
+        let shrunk = self
+            .wheel
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .shrink();
+        drop(shrunk);
+    }
+
     fn clear(&self) {
         let mut wheel = self.wheel.lock().unwrap_or_else(|e| e.into_inner());
         let origin = Instant::now();
@@ -667,8 +678,8 @@ impl<P: Schedulable> Shared<P> {
     }
 
     /// On the idle path, at most once per [`TRIM_INTERVAL`]: gives dead stack pages (up to
-    /// [`TRIM_SLOTS`] slots) and freed heap memory back to the OS, so a parked or finished
-    /// process's memory returns. Processes that waited for a trimmed slot go to `queue`.
+    /// [`TRIM_SLOTS`] slots), the timer cells of a past peak and freed heap memory back to the
+    /// OS, so a parked or finished process's memory returns. Processes that waited for a trimmed slot go to `queue`.
     /// Says whether the caller is done or should come back (see `WorkerLocal::sleep`).
     pub(crate) fn give_memory_back(&self, queue: &Worker<Handle<P>>) -> GiveBack {
         let now = self.millis_since_origin(Instant::now());
@@ -698,6 +709,9 @@ impl<P: Schedulable> Shared<P> {
             self.notify_one();
         }
         self.drop_recycled();
+        for worker in self.workers.iter() {
+            worker.timers.shrink();
+        }
         if let Some(GiveBackHook(hook)) = &self.on_give_back {
             // A panicking hook is a bug in the owner; it must not take the worker with it.
             let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| hook()));

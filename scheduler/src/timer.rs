@@ -99,7 +99,9 @@
 //!    `slot`. Every vacant cell is on the free list and nowhere else. `Slab::live` counts the
 //!    occupied cells.
 //! 6. A cell's generation changes every time its entry is removed, so a [`TimerKey`] matches only
-//!    the entry it was issued for (until the generation wraps after 2^32 reuses of one cell).
+//!    the entry it was issued for (until the generation wraps after 2^32 reuses of one cell). A
+//!    cell made at an index that [`TimerWheel::shrink`] cut off starts above every generation
+//!    that index ever had, so the keys issued there before stay stale.
 
 use std::time::{Duration, Instant};
 
@@ -354,6 +356,33 @@ impl<T> TimerWheel<T> {
         self.slab.live == 0
     }
 
+    /// Takes out the memory that a past peak of timers left behind, for the caller to drop
+    /// (after releasing the lock it holds the wheel under): the slab's cells above the highest
+    /// live timer, when they are at least half of it and at least [`MIN_SHRINK_CELLS`], and
+    /// `poll`'s buffer, when it has grown past [`MIN_SHRINK_CELLS`]. Every live timer keeps its
+    /// key, deadline and order. O(cells) when it shrinks the slab, O(1) when the wheel is empty.
+    ///
+    /// A million processes in `receive … after` at once left ~61 MiB of vacant cells in the
+    /// workers' slabs for the rest of the VM's life; the VM's idle pass that gives memory back
+    /// calls this for every wheel (`Shared::give_memory_back`).
+    pub(crate) fn shrink(&mut self) -> Shrunk<T> {
+        let due = if self.due.capacity() > MIN_SHRINK_CELLS {
+            std::mem::take(&mut self.due)
+        } else {
+            Vec::new()
+        };
+        Shrunk {
+            _cells: self.slab.shrink(),
+            _due: due,
+        }
+    }
+
+    /// Cells the slab has room for (occupied, vacant or not yet made).
+    #[cfg(test)]
+    fn slab_capacity(&self) -> usize {
+        self.slab.cells.capacity()
+    }
+
     /// The tick containing `instant`: whole ticks since `origin`. Saturates at 0 for instants
     /// before `origin`, and at `u64::MAX` (over 500 million years at 1 ms per tick).
     fn tick_of(&self, instant: Instant) -> u64 {
@@ -500,6 +529,29 @@ impl<T> TimerWheel<T> {
     }
 }
 
+/// The fewest cells [`TimerWheel::shrink`] gives back at once: below this the memory (64 bytes
+/// a cell) is not worth a pass over the slab. Guessed: 64 KiB.
+const MIN_SHRINK_CELLS: usize = 1024;
+
+/// Memory taken out of a wheel by [`TimerWheel::shrink`]; dropping it frees it. It holds no
+/// live timer. (Its fields are only ever dropped.)
+#[must_use = "dropping it frees the memory: drop it outside the wheel's lock"]
+pub(crate) struct Shrunk<T> {
+    /// The old cell vector: vacant cells only (the live ones were moved out of it).
+    _cells: Vec<SlabCell<T>>,
+    /// `poll`'s old buffer, empty.
+    _due: Vec<Due<T>>,
+}
+
+#[cfg(test)]
+impl<T> Shrunk<T> {
+    /// Bytes of memory it holds.
+    fn bytes(&self) -> usize {
+        self._cells.capacity() * std::mem::size_of::<SlabCell<T>>()
+            + self._due.capacity() * std::mem::size_of::<Due<T>>()
+    }
+}
+
 /// One live timer, stored in a slab cell and linked into exactly one wheel slot.
 struct Entry<T> {
     /// The value handed to `fire`, or returned by `cancel`.
@@ -535,7 +587,8 @@ enum SlabCell<T> {
 
 /// Storage for wheel entries: a vector of cells and an intrusive free list (LIFO), so a fired or
 /// cancelled entry's cell is reused before the vector grows. The vector never holds more cells
-/// than the peak number of live timers.
+/// than the peak number of live timers, and [`Slab::shrink`] cuts it back to the highest live
+/// one after the peak.
 struct Slab<T> {
     /// All cells, occupied or vacant.
     cells: Vec<SlabCell<T>>,
@@ -543,6 +596,10 @@ struct Slab<T> {
     free_head: u32,
     /// Number of occupied cells.
     live: usize,
+    /// The highest generation a vacant cell ever had: a new cell starts at it. A cell that
+    /// `shrink` cut off may have issued keys up to one below its vacant generation, so a cell
+    /// made again at its index must not start lower (invariant 6).
+    generation_ceiling: u32,
 }
 
 impl<T> Slab<T> {
@@ -552,6 +609,7 @@ impl<T> Slab<T> {
             cells: Vec::new(),
             free_head: NO_INDEX,
             live: 0,
+            generation_ceiling: 0,
         }
     }
 
@@ -567,7 +625,7 @@ impl<T> Slab<T> {
                 .ok()
                 .filter(|&index| index != NO_INDEX)
                 .expect("timer wheel: more than u32::MAX live timers on one worker");
-            entry.generation = 0;
+            entry.generation = self.generation_ceiling;
             self.cells.push(SlabCell::Occupied(entry));
             self.live += 1;
             return index;
@@ -595,6 +653,7 @@ impl<T> Slab<T> {
             SlabCell::Occupied(entry) => entry.generation.wrapping_add(1),
             SlabCell::Vacant { .. } => panic!("timer wheel: removing vacant cell {index}"),
         };
+        self.generation_ceiling = self.generation_ceiling.max(generation);
         let vacant = SlabCell::Vacant {
             generation,
             next_free: self.free_head,
@@ -614,6 +673,40 @@ impl<T> Slab<T> {
             self.cells.get(key.index as usize),
             Some(SlabCell::Occupied(entry)) if entry.generation == key.generation
         )
+    }
+
+    /// Cuts the cells above the highest occupied one off, if they are worth it (see
+    /// [`TimerWheel::shrink`]), and returns the old vector holding them. Occupied cells keep
+    /// their indices; the free list is rebuilt lowest index first, so new timers fill the slab
+    /// from the bottom and its top can be cut again.
+    fn shrink(&mut self) -> Vec<SlabCell<T>> {
+        let capacity = self.cells.capacity();
+        let top = if self.live == 0 {
+            0
+        } else if self.live.saturating_mul(2) > capacity {
+            // At least half is live: at most half could be cut, and not before a scan.
+            return Vec::new();
+        } else {
+            self.cells
+                .iter()
+                .rposition(|cell| matches!(cell, SlabCell::Occupied(_)))
+                .map_or(0, |highest| highest + 1)
+        };
+        if capacity - top < MIN_SHRINK_CELLS || top > capacity / 2 {
+            return Vec::new();
+        }
+        // The ceiling already covers the cells cut off: it is raised at every `remove`.
+        let mut kept = Vec::with_capacity(top);
+        kept.extend(self.cells.drain(..top));
+        let old = std::mem::replace(&mut self.cells, kept);
+        self.free_head = NO_INDEX;
+        for (index, cell) in self.cells.iter_mut().enumerate().rev() {
+            if let SlabCell::Vacant { next_free, .. } = cell {
+                *next_free = self.free_head;
+                self.free_head = index as u32;
+            }
+        }
+        old
     }
 
     /// The entry at `index`, which must be occupied (it is reached through a slot list).
@@ -1064,5 +1157,116 @@ mod tests {
         }
         // The slab never grows past the peak live count.
         assert!(wheel.slab.cells.len() <= peak_live);
+    }
+
+    #[test]
+    fn shrink_gives_back_the_cells_of_a_past_peak_and_keeps_every_live_timer() {
+        let origin = Instant::now();
+        let mut random = XorShift(0x5EED_0F5A_1B2C_3D4E);
+        let mut wheel = TimerWheel::new(origin);
+        let peak = 10_000;
+        let keys: Vec<(TimerKey, u64)> = (0..peak)
+            .map(|value| {
+                let deadline = random.below(HOUR);
+                (wheel.insert(at_ms(origin, deadline), value), deadline)
+            })
+            .collect();
+        // The first ten timers (the lowest cells) stay; the rest are cancelled.
+        for &(key, _) in &keys[10..] {
+            assert!(wheel.cancel(key).is_some());
+        }
+        assert!(wheel.slab_capacity() >= peak as usize);
+        let shrunk = wheel.shrink();
+        assert!(
+            shrunk.bytes() >= (peak as usize - 10) * std::mem::size_of::<SlabCell<u64>>(),
+            "gave back {} bytes",
+            shrunk.bytes()
+        );
+        drop(shrunk);
+        assert_eq!(wheel.slab_capacity(), 10);
+        assert_eq!(wheel.len(), 10);
+        // New timers reuse the cut-off indices, yet no key of the cancelled ones matches them.
+        let fresh: Vec<TimerKey> = (peak..2 * peak)
+            .map(|value| wheel.insert(at_ms(origin, 2 * HOUR + value), value))
+            .collect();
+        for &(key, _) in &keys[10..] {
+            assert_eq!(wheel.cancel(key), None, "a stale key cancelled a new timer");
+        }
+        assert_eq!(wheel.len(), 10 + peak as usize);
+        // The surviving keys still work, and the survivors fire in deadline order.
+        for &(key, _) in &keys[..5] {
+            assert!(wheel.cancel(key).is_some());
+        }
+        let mut expected: Vec<(u64, u64)> =
+            (5..10).map(|value| (keys[value].1, value as u64)).collect();
+        expected.sort();
+        let fired = poll_values(&mut wheel, at_ms(origin, HOUR));
+        assert_eq!(
+            fired,
+            expected.iter().map(|&(_, value)| value).collect::<Vec<_>>()
+        );
+        assert_eq!(wheel.cancel(fresh[0]), Some(peak));
+        assert_eq!(wheel.len(), peak as usize - 1);
+    }
+
+    #[test]
+    fn shrink_empties_an_empty_wheel_and_its_poll_buffer() {
+        let origin = Instant::now();
+        let mut wheel = TimerWheel::new(origin);
+        let keys: Vec<TimerKey> = (0..5_000u32)
+            .map(|value| wheel.insert(at_ms(origin, 10), value))
+            .collect();
+        assert_eq!(poll_values(&mut wheel, at_ms(origin, 10)).len(), 5_000);
+        let shrunk = wheel.shrink();
+        let least =
+            5_000 * (std::mem::size_of::<SlabCell<u32>>() + std::mem::size_of::<Due<u32>>());
+        assert!(
+            shrunk.bytes() >= least,
+            "gave back {} bytes",
+            shrunk.bytes()
+        );
+        drop(shrunk);
+        assert_eq!(wheel.slab_capacity(), 0);
+        let again = wheel.insert(at_ms(origin, 20), 7);
+        for key in keys {
+            assert_eq!(wheel.cancel(key), None);
+        }
+        assert_eq!(poll_values(&mut wheel, at_ms(origin, 20)), [7]);
+        assert_eq!(wheel.cancel(again), None);
+    }
+
+    #[test]
+    fn shrink_leaves_a_busy_or_small_slab_alone() {
+        let origin = Instant::now();
+        // Most cells live.
+        let mut busy = TimerWheel::new(origin);
+        let keys: Vec<TimerKey> = (0..4_000u32)
+            .map(|value| busy.insert(at_ms(origin, u64::from(value)), value))
+            .collect();
+        for &key in &keys[..1_000] {
+            busy.cancel(key);
+        }
+        let capacity = busy.slab_capacity();
+        assert_eq!(busy.shrink().bytes(), 0);
+        assert_eq!(busy.slab_capacity(), capacity);
+        // The highest cell live: nothing above it to cut.
+        let mut top = TimerWheel::new(origin);
+        let keys: Vec<TimerKey> = (0..4_000u32)
+            .map(|value| top.insert(at_ms(origin, u64::from(value)), value))
+            .collect();
+        for &key in &keys[..3_999] {
+            top.cancel(key);
+        }
+        assert_eq!(top.shrink().bytes(), 0);
+        assert_eq!(poll_values(&mut top, at_ms(origin, 4_000)), [3_999]);
+        // Too few cells to be worth it.
+        let mut small = TimerWheel::new(origin);
+        let keys: Vec<TimerKey> = (0..MIN_SHRINK_CELLS as u32 / 2)
+            .map(|value| small.insert(at_ms(origin, 1), value))
+            .collect();
+        for key in keys {
+            small.cancel(key);
+        }
+        assert_eq!(small.shrink().bytes(), 0);
     }
 }
