@@ -62,11 +62,11 @@ impl Schedulable for Process {
 
     fn overflowed(this: &Handle<Self>) {
         if this.vm.crash_reports {
-            eprintln!(
-                "starling: process {} overflowed its stack ({} KiB) and was ended",
+            crate::crash::report(format_args!(
+                "process {} overflowed its stack ({} KiB) and was ended",
                 this.pid,
                 this.vm.stack_size / 1024
-            );
+            ));
         }
         this.kill_self(ExitReason::StackOverflow);
         // SAFETY: the overflow discarded the process's frames (this runs outside it, on the

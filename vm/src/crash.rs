@@ -6,8 +6,14 @@
 //! with `crash_reports(false)`); so does a panic in a [`blocking`](crate::blocking) closure,
 //! which runs on a pool thread on behalf of its process (the panic then ends that process); any
 //! other panic goes to the previous hook unchanged.
+//!
+//! A report is formatted first and written with one `write` (see [`report`]): `eprintln!`
+//! writes each formatted piece with a call of its own on the unbuffered standard error, fifteen
+//! system calls for one panic report, under a lock that the schedulers' other threads then
+//! wait for.
 
 use std::cell::Cell;
+use std::io::Write;
 use std::sync::Once;
 
 use crate::control_block::Process;
@@ -56,11 +62,20 @@ pub(crate) fn install_panic_hook() {
             }
             let message = crate::control_block::panic_message(info.payload());
             match info.location() {
-                Some(location) => {
-                    eprintln!("starling: process {pid} panicked at {location}: {message}")
-                }
-                None => eprintln!("starling: process {pid} panicked: {message}"),
+                Some(location) => report(format_args!(
+                    "process {pid} panicked at {location}: {message}"
+                )),
+                None => report(format_args!("process {pid} panicked: {message}")),
             }
         }));
     });
+}
+
+/// Writes the crash report `starling: {what}` as one line to standard error, in one `write`
+/// (one line of up to 4 KiB is then also whole between the lines other programs write to the
+/// same pipe). An error is ignored: a report is written from a panic hook, where a second
+/// panic would abort the program, and there is nowhere else to tell.
+pub(crate) fn report(what: std::fmt::Arguments<'_>) {
+    let line = format!("starling: {what}\n");
+    let _ = std::io::stderr().lock().write_all(line.as_bytes());
 }
