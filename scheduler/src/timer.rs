@@ -1235,14 +1235,21 @@ mod tests {
         assert_eq!(wheel.cancel(again), None);
     }
 
+    /// A wheel holding `count` timers, timer `value` due at `value` ms, and their keys in order
+    /// (the cells fill from the bottom, so key `i` is cell `i`).
+    fn filled(origin: Instant, count: u32) -> (TimerWheel<u32>, Vec<TimerKey>) {
+        let mut wheel = TimerWheel::new(origin);
+        let keys = (0..count)
+            .map(|value| wheel.insert(at_ms(origin, u64::from(value)), value))
+            .collect();
+        (wheel, keys)
+    }
+
     #[test]
     fn shrink_leaves_a_busy_or_small_slab_alone() {
         let origin = Instant::now();
         // Most cells live.
-        let mut busy = TimerWheel::new(origin);
-        let keys: Vec<TimerKey> = (0..4_000u32)
-            .map(|value| busy.insert(at_ms(origin, u64::from(value)), value))
-            .collect();
+        let (mut busy, keys) = filled(origin, 4_000);
         for &key in &keys[..1_000] {
             busy.cancel(key);
         }
@@ -1250,20 +1257,14 @@ mod tests {
         assert_eq!(busy.shrink().bytes(), 0);
         assert_eq!(busy.slab_capacity(), capacity);
         // The highest cell live: nothing above it to cut.
-        let mut top = TimerWheel::new(origin);
-        let keys: Vec<TimerKey> = (0..4_000u32)
-            .map(|value| top.insert(at_ms(origin, u64::from(value)), value))
-            .collect();
+        let (mut top, keys) = filled(origin, 4_000);
         for &key in &keys[..3_999] {
             top.cancel(key);
         }
         assert_eq!(top.shrink().bytes(), 0);
         assert_eq!(poll_values(&mut top, at_ms(origin, 4_000)), [3_999]);
         // Too few cells to be worth it.
-        let mut small = TimerWheel::new(origin);
-        let keys: Vec<TimerKey> = (0..MIN_SHRINK_CELLS as u32 / 2)
-            .map(|value| small.insert(at_ms(origin, 1), value))
-            .collect();
+        let (mut small, keys) = filled(origin, MIN_SHRINK_CELLS as u32 / 2);
         for key in keys {
             small.cancel(key);
         }
