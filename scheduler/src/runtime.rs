@@ -679,8 +679,9 @@ impl<P: Schedulable> Shared<P> {
 
     /// On the idle path, at most once per [`TRIM_INTERVAL`]: gives dead stack pages (up to
     /// [`TRIM_SLOTS`] slots), the timer cells of a past peak and freed heap memory back to the
-    /// OS, so a parked or finished process's memory returns. Processes that waited for a trimmed slot go to `queue`.
-    /// Says whether the caller is done or should come back (see `WorkerLocal::sleep`).
+    /// OS, so a parked or finished process's memory returns. Processes that waited for a
+    /// trimmed slot go to `queue`. Says whether the caller is done or should come back (see
+    /// `WorkerLocal::sleep`).
     pub(crate) fn give_memory_back(&self, queue: &Worker<Handle<P>>) -> GiveBack {
         let now = self.millis_since_origin(Instant::now());
         // Relaxed: see the field.
