@@ -166,6 +166,61 @@ unsafe impl<P: Send + Sync> Send for SlotPool<P> {}
 // SAFETY: see `Send`.
 unsafe impl<P: Send + Sync> Sync for SlotPool<P> {}
 
+/// Slots a worker shares new homes among at a time once the pool is full. Their memory stays
+/// in the worker's cache: 64 slots of a few KiB of touched stack each fit a core's L2.
+const SHARE_WINDOW: usize = 64;
+
+/// Homes each slot of a worker's window gets before the window moves on: with 64 slots, the
+/// window moves every 1,024 homes, so over a long burst every slot gets its share.
+const HOMES_PER_WINDOW_SLOT: usize = 16;
+
+/// Where a worker shares its next home once the pool is full.
+///
+/// Sharing a slot evicts its parked resident (copies its frames out) and then runs the new
+/// process over the same memory. Round robin over every slot (4,096 by default) made both
+/// cold: W2's burst of a million spawns, each homed on a slot last touched 4,096 first runs
+/// before, took two cache misses per line of the evicted frames and of the new process's
+/// stack, about 14 per process, and ran 1.9–2.2 s on one scheduler. Homes now go round robin
+/// over a window of [`SHARE_WINDOW`] slots, which moves on after [`HOMES_PER_WINDOW_SLOT`]
+/// rounds, each worker in windows of its own: the slot evicted was run a window's worth of
+/// first runs ago and is still in cache.
+///
+/// Consecutive homes still get different slots (two new processes can run in parallel), and
+/// over a long burst every slot is homed as often as under plain round robin. What is given
+/// up: processes spawned close together after the pool filled share fewer slots (64 per
+/// worker rather than 4,096); if many of them stay busy together they evict each other more
+/// often, at the cost of a frame copy (tens of nanoseconds for a shallow stack) per switch.
+#[derive(Debug)]
+pub(crate) struct ShareCursor {
+    /// Homes this worker has shared so far.
+    claims: usize,
+    /// This worker's index, and how many workers share the pool: worker `lane` takes windows
+    /// `lane`, `lane + lanes`, `lane + 2 * lanes`, ...
+    lane: usize,
+    lanes: usize,
+}
+
+impl ShareCursor {
+    pub(crate) fn new(lane: usize, lanes: usize) -> ShareCursor {
+        assert!(lane < lanes, "ShareCursor::new: lane {lane} of {lanes}");
+        ShareCursor {
+            claims: 0,
+            lane,
+            lanes,
+        }
+    }
+
+    /// The slot for the next shared home among `enabled` slots (`enabled > 0`).
+    fn next(&mut self, enabled: usize) -> u32 {
+        let window_len = SHARE_WINDOW.min(enabled);
+        let window = self.claims / (window_len * HOMES_PER_WINDOW_SLOT);
+        let base = (window * self.lanes + self.lane) * window_len;
+        let index = (base + self.claims % window_len) % enabled;
+        self.claims = self.claims.wrapping_add(1);
+        index as u32
+    }
+}
+
 /// Outcome of [`SlotPool::try_acquire`].
 #[must_use]
 pub(crate) enum Acquire {
@@ -248,10 +303,10 @@ impl<P: Schedulable> SlotPool<P> {
 
     /// Picks a home slot for a process that is about to run for the first time and counts it
     /// as homed there. Prefers, in order: a free slot from the worker's `cache`, a free slot from
-    /// the shared list, a newly enabled slot, and finally a shared slot chosen round robin from
-    /// the worker's own `cursor` (a worker-local cursor, not a shared counter: its line moved
-    /// between the workers at every first run once the pool was full).
-    pub(crate) fn claim_home(&self, cache: &mut Vec<u32>, cursor: &mut usize) -> u32 {
+    /// the shared list, a newly enabled slot, and finally a slot shared with other processes,
+    /// which the worker's own [`ShareCursor`] picks (worker-local, not a shared counter: its
+    /// line moved between the workers at every first run once the pool was full).
+    pub(crate) fn claim_home(&self, cache: &mut Vec<u32>, cursor: &mut ShareCursor) -> u32 {
         while let Some(index) = cache.pop() {
             if self.try_claim_free(index) {
                 return index;
@@ -279,9 +334,7 @@ impl<P: Schedulable> SlotPool<P> {
                 .fetch_add(1, Ordering::Relaxed);
             return index;
         }
-        let enabled = self.enabled.load(Ordering::Acquire);
-        let index = (*cursor % enabled) as u32;
-        *cursor = cursor.wrapping_add(1);
+        let index = cursor.next(self.enabled.load(Ordering::Acquire));
         // Relaxed: `homed` is a counter; the slot's memory is protected by `busy`.
         self.slots[index as usize]
             .homed
@@ -688,7 +741,7 @@ mod tests {
     #[test]
     fn a_full_pool_shares_its_slots() {
         let pool = pool(3);
-        let (mut cache, mut cursor) = (Vec::new(), 0);
+        let (mut cache, mut cursor) = (Vec::new(), ShareCursor::new(0, 1));
         let homes: Vec<u32> = (0..7)
             .map(|_| pool.claim_home(&mut cache, &mut cursor))
             .collect();
@@ -703,22 +756,61 @@ mod tests {
         assert_eq!(homed, 7);
     }
 
+    /// Once the pool is full, a worker shares homes round robin over a window of its own, which
+    /// moves on: consecutive homes differ, two workers' windows are apart, and over a long
+    /// burst every slot gets the same number of homes.
+    #[test]
+    fn shared_homes_stay_in_a_moving_window_per_worker() {
+        let enabled = 4096;
+        let mut first = ShareCursor::new(0, 2);
+        let mut second = ShareCursor::new(1, 2);
+        let burst = SHARE_WINDOW * HOMES_PER_WINDOW_SLOT;
+        let a: Vec<u32> = (0..burst).map(|_| first.next(enabled)).collect();
+        let b: Vec<u32> = (0..burst).map(|_| second.next(enabled)).collect();
+        for homes in [&a, &b] {
+            assert!(homes.windows(2).all(|pair| pair[0] != pair[1]));
+            let distinct: std::collections::BTreeSet<u32> = homes.iter().copied().collect();
+            assert_eq!(distinct.len(), SHARE_WINDOW, "one window per burst");
+        }
+        assert!(
+            a.iter().all(|home| !b.contains(home)),
+            "the workers' windows overlap"
+        );
+        // The next window is a new one.
+        assert!(!a.contains(&first.next(enabled)));
+        // Over many bursts, every slot is homed equally often.
+        let mut counts = vec![0usize; enabled];
+        let mut cursor = ShareCursor::new(0, 1);
+        for _ in 0..enabled * HOMES_PER_WINDOW_SLOT * 3 {
+            counts[cursor.next(enabled) as usize] += 1;
+        }
+        assert!(counts
+            .iter()
+            .all(|&count| count == 3 * HOMES_PER_WINDOW_SLOT));
+        // A pool smaller than a window still spreads over all of it.
+        let mut small = ShareCursor::new(1, 2);
+        let homes: Vec<u32> = (0..6).map(|_| small.next(3)).collect();
+        assert_eq!(homes, [0, 1, 2, 0, 1, 2]);
+    }
+
     /// A slot given back to the shared list is the next claim's home, on any worker, ahead of
     /// sharing a slot round robin: the list's emptiness hint is kept up to date.
     #[test]
     fn a_slot_given_back_is_claimed_before_any_is_shared() {
         let pool = pool(3);
-        let (mut cache, mut cursor) = (Vec::new(), 0);
+        let (mut cache, mut cursor) = (Vec::new(), ShareCursor::new(0, 1));
         for expected in 0..3 {
             assert_eq!(pool.claim_home(&mut cache, &mut cursor), expected);
         }
         assert!(pool.unhome(1));
         pool.give_back([1]);
         // Another worker's claim: its own empty cache and cursor.
-        assert_eq!(pool.claim_home(&mut Vec::new(), &mut 2), 1);
-        // Now none is free: the next claim shares the slot its cursor points at.
-        assert_eq!(pool.claim_home(&mut Vec::new(), &mut 2), 2);
-        assert_eq!(pool.slots[2].homed.load(Ordering::Relaxed), 2);
+        let mut other = ShareCursor::new(1, 2);
+        assert_eq!(pool.claim_home(&mut Vec::new(), &mut other), 1);
+        // Now none is free: the next claim shares the slot its cursor points at (window 1 of
+        // three slots: 3 % 3).
+        assert_eq!(pool.claim_home(&mut Vec::new(), &mut other), 0);
+        assert_eq!(pool.slots[0].homed.load(Ordering::Relaxed), 2);
     }
 
     /// While the pool can grow, a claim never shares a slot, not even while another worker
@@ -729,12 +821,17 @@ mod tests {
         use std::sync::Arc;
         use std::time::Duration;
         let pool = Arc::new(pool(8));
-        assert_eq!(pool.claim_home(&mut Vec::new(), &mut 0), 0);
+        assert_eq!(
+            pool.claim_home(&mut Vec::new(), &mut ShareCursor::new(0, 1)),
+            0
+        );
         // The lock is held as if by another worker enabling a slot.
         let growing = pool.grow.lock().unwrap();
         let claimer = {
             let pool = pool.clone();
-            std::thread::spawn(move || pool.claim_home(&mut Vec::new(), &mut 0))
+            std::thread::spawn(move || {
+                pool.claim_home(&mut Vec::new(), &mut ShareCursor::new(0, 1))
+            })
         };
         std::thread::sleep(Duration::from_millis(50));
         let finished_while_held = claimer.is_finished();

@@ -11,7 +11,7 @@ use crate::context::{self, Context};
 use crate::fiber::RunOutcome;
 use crate::handle::Handle;
 use crate::runtime::{GiveBack, Shared};
-use crate::slot::Acquire;
+use crate::slot::{Acquire, ShareCursor};
 use crate::Schedulable;
 
 /// Every this many ticks the worker looks at the shared injector before its own queue, so that
@@ -51,8 +51,8 @@ pub(crate) struct WorkerLocal<P> {
     next_slice: Cell<i32>,
     /// Free stack slots this worker hands out first (see `SlotPool::claim_home`).
     pub(crate) free_slots: RefCell<Vec<u32>>,
-    /// Where this worker's round robin over shared slots goes on (see `SlotPool::claim_home`).
-    shared_slot_cursor: Cell<usize>,
+    /// Where this worker shares its next home once the pool is full (see `ShareCursor`).
+    share_cursor: RefCell<ShareCursor>,
     /// Loop iterations so far.
     tick: Cell<u64>,
     /// Whether this worker counts as searching in `Idle`.
@@ -96,6 +96,7 @@ impl<P: Schedulable> WorkerLocal<P> {
         queue: Worker<Handle<P>>,
         fresh: Worker<Handle<P>>,
     ) -> Self {
+        let share_cursor = ShareCursor::new(index, shared.workers.len());
         WorkerLocal {
             index,
             queue,
@@ -103,8 +104,7 @@ impl<P: Schedulable> WorkerLocal<P> {
             slice_left: Cell::new(0),
             next_slice: Cell::new(crate::fiber::REDUCTIONS_PER_SLICE),
             free_slots: RefCell::new(Vec::new()),
-            // Apart, so that two workers sharing slots start on different ones.
-            shared_slot_cursor: Cell::new(index.wrapping_mul(0x9E37_79B9)),
+            share_cursor: RefCell::new(share_cursor),
             tick: Cell::new(0),
             searching: Cell::new(false),
             owes_give_back: Cell::new(false),
@@ -355,10 +355,8 @@ impl<P: Schedulable> WorkerLocal<P> {
             None => {
                 let slot = {
                     let mut cache = self.free_slots.borrow_mut();
-                    let mut cursor = self.shared_slot_cursor.get();
-                    let home = self.shared.slots.claim_home(&mut cache, &mut cursor);
-                    self.shared_slot_cursor.set(cursor);
-                    home
+                    let mut cursor = self.share_cursor.borrow_mut();
+                    self.shared.slots.claim_home(&mut cache, &mut cursor)
                 };
                 fiber.set_home(slot);
                 slot
