@@ -147,7 +147,7 @@ pub(crate) struct Mailbox {
 pub(crate) struct Drained {
     seen: Queue,
     first: Option<Message>,
-    rest: Queue,
+    rest: Arrivals,
 }
 
 impl Drained {
@@ -156,12 +156,12 @@ impl Drained {
     }
 }
 
-/// The senders' queue: its oldest message inline, the others in a [`Queue`].
+/// The senders' queue: its oldest message inline, the others in [`Arrivals`].
 ///
 /// Invariant: `rest` is empty while `first` is `None`.
 struct Incoming {
     first: Option<Message>,
-    rest: Queue,
+    rest: Arrivals,
 }
 
 /// A queue of messages that costs one word until it first holds one: a `VecDeque` behind a
@@ -214,35 +214,77 @@ impl Queue {
     }
 }
 
+/// The senders' messages after the first: a `Vec`, one word until first used, like [`Queue`].
+///
+/// Senders only append and the receiver takes them all at once, so a `Vec` serves, and unlike
+/// a `VecDeque` it shows its spare capacity: `grow::push` commits that a step ahead of the
+/// senders, so that a burst of millions of messages (W1's and W2's replies to the root) takes
+/// no page fault under the senders' lock (see `grow.rs`).
+#[derive(Default)]
+#[allow(clippy::box_collection)] // as for `Queue`: one word instead of three until used
+struct Arrivals(Option<Box<Vec<Message>>>);
+
+impl Arrivals {
+    fn len(&self) -> usize {
+        self.0.as_ref().map_or(0, |arrivals| arrivals.len())
+    }
+
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    #[cfg(test)]
+    fn capacity(&self) -> usize {
+        self.0.as_ref().map_or(0, |arrivals| arrivals.capacity())
+    }
+
+    fn push(&mut self, message: Message) {
+        grow::push(self.0.get_or_insert_with(Box::default), message);
+    }
+
+    /// Gives memory back once a burst has drained (see [`KEEP_CAPACITY`]).
+    fn shrink_after_burst(&mut self) {
+        if let Some(arrivals) = self.0.as_mut() {
+            if arrivals.is_empty() && arrivals.capacity() >= 2 * KEEP_CAPACITY {
+                arrivals.shrink_to(KEEP_CAPACITY);
+            }
+        }
+    }
+}
+
 impl Incoming {
     fn push(&mut self, message: Message) {
         if self.first.is_none() {
             self.first = Some(message);
         } else {
-            self.rest.push_back(message);
+            self.rest.push(message);
         }
     }
 
     /// Moves every message, in order, to the end of `seen`. Into an empty `seen` the batch
-    /// moves without copying a message: the two buffers are swapped, and the emptied `rest`
+    /// moves without copying a message: the two buffers are swapped (a `Vec` becomes a
+    /// `VecDeque` and back without moving its items or its buffer), and the emptied `rest`
     /// keeps the old private queue's capacity for the senders (less than `2 * KEEP_CAPACITY`).
     fn move_into(&mut self, seen: &mut Queue) {
         let Some(first) = self.first.take() else {
             return;
         };
-        if seen.is_empty() && !self.rest.is_empty() {
-            std::mem::swap(seen, &mut self.rest);
-            let seen = seen.deque();
-            grow::reserve(seen, 1);
-            seen.push_front(first);
-            self.rest.shrink_after_burst();
-        } else {
-            let seen = seen.deque();
-            let rest = self.rest.0.as_mut();
-            grow::reserve(seen, 1 + rest.as_ref().map_or(0, |rest| rest.len()));
-            seen.push_back(first);
-            if let Some(rest) = rest {
-                seen.extend(rest.drain(..));
+        match self.rest.0.as_mut() {
+            Some(arrivals) if seen.is_empty() && !arrivals.is_empty() => {
+                let seen = seen.deque();
+                let batch = VecDeque::from(std::mem::take(&mut **arrivals));
+                **arrivals = Vec::from(std::mem::replace(seen, batch));
+                grow::reserve(seen, 1);
+                seen.push_front(first);
+                self.rest.shrink_after_burst();
+            }
+            rest => {
+                let seen = seen.deque();
+                grow::reserve(seen, 1 + rest.as_ref().map_or(0, |rest| rest.len()));
+                seen.push_back(first);
+                if let Some(rest) = rest {
+                    seen.extend(rest.drain(..));
+                }
             }
         }
     }
@@ -292,7 +334,7 @@ impl Mailbox {
         Mailbox {
             incoming: Mutex::new(Incoming {
                 first: None,
-                rest: Queue::default(),
+                rest: Arrivals::default(),
             }),
             seen: Seen::new(),
             pushed: AtomicU32::new(0),
@@ -579,6 +621,10 @@ mod tests {
     #[test]
     fn an_unused_queue_is_one_word() {
         assert_eq!(std::mem::size_of::<Queue>(), std::mem::size_of::<usize>());
+        assert_eq!(
+            std::mem::size_of::<Arrivals>(),
+            std::mem::size_of::<usize>()
+        );
     }
 
     #[test]
