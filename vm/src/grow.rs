@@ -215,29 +215,6 @@ mod tests {
         assert_eq!(batch, [1]);
     }
 
-    /// Resident bytes of the mapping that holds `address` (from `/proc/self/smaps`).
-    fn mapping_resident_bytes(address: usize) -> usize {
-        let smaps = std::fs::read_to_string("/proc/self/smaps").expect("read /proc/self/smaps");
-        let mut inside = false;
-        for line in smaps.lines() {
-            let range = line.split_whitespace().next().unwrap_or("");
-            if let Some((start, end)) = range.split_once('-') {
-                if let (Ok(start), Ok(end)) = (
-                    usize::from_str_radix(start, 16),
-                    usize::from_str_radix(end, 16),
-                ) {
-                    inside = (start..end).contains(&address);
-                    continue;
-                }
-            }
-            if let (true, Some(kib)) = (inside, line.strip_prefix("Rss:")) {
-                let kib = kib.trim().trim_end_matches("kB").trim();
-                return kib.parse::<usize>().expect("an Rss figure") * 1024;
-            }
-        }
-        panic!("no mapping holds {address:#x}");
-    }
-
     /// A large vector that `push` fills has the rest of the current step resident before it
     /// writes there: its pages are committed ahead (one system call per step), not faulted in
     /// one by one.
@@ -246,16 +223,19 @@ mod tests {
         type Item = [u64; 4];
         let step = step_items::<Item>();
         let mut vec: Vec<Item> = Vec::new();
-        // 10 MiB and half a step: the buffer (16 MiB) is a mapping of its own.
+        // 10 MiB and half a step (a 16 MiB buffer, mapped on its own by glibc).
         let len = 40 * step + step / 2;
         for i in 0..len {
             push(&mut vec, [i as u64; 4]);
         }
-        let written = len * size_of::<Item>();
-        let resident = mapping_resident_bytes(vec.as_ptr() as usize);
-        assert!(
-            resident >= written + COMMIT_STEP / 2 - 4096,
-            "{resident} bytes resident, {written} written: the step ahead is not committed"
+        // The rest of the current step, from the page after the last item written: committed,
+        // never touched.
+        let ahead = (vec.as_ptr() as usize + len * size_of::<Item>()).next_multiple_of(4096);
+        let pages = (COMMIT_STEP / 2 - 4096) / 4096;
+        let resident = crate::resident::resident_pages(ahead, pages * 4096);
+        assert_eq!(
+            resident, pages,
+            "pages of the step ahead of the length resident"
         );
         assert!(vec
             .iter()

@@ -136,6 +136,8 @@ mod pid;
 pub mod process;
 mod receive;
 mod registry;
+#[cfg(test)]
+mod resident;
 mod signal;
 mod table;
 pub mod task;
