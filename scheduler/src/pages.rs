@@ -130,8 +130,8 @@ impl ZeroPages {
     }
 
     /// Commits the pages that bytes `[from, to)` of the mapping touch, in one system call
-    /// instead of a page fault per page as each is first written (see [`populate`]). What they
-    /// hold is unchanged, so this is safe whoever reads or writes them meanwhile.
+    /// (`MADV_POPULATE_WRITE`) instead of a page fault per page as each is first written. What
+    /// they hold is unchanged, so this is safe whoever reads or writes them meanwhile.
     pub fn commit(&self, from: usize, to: usize) {
         let first = from / PAGE * PAGE;
         let end = to.min(self.len).next_multiple_of(PAGE);
