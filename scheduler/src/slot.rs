@@ -24,7 +24,10 @@
 //! ```
 //!
 //! Every process gets a *home slot* when it first runs and always runs at that address, so
-//! pointers into its stack stay valid and it may still migrate between worker threads. A slot
+//! pointers into its stack stay valid and it may still migrate between worker threads. The home
+//! is a free slot if there is one, else a newly enabled one (enabled in batches while the pool
+//! has room), else, once the pool is full, a slot shared with other processes, picked from a
+//! window of slots that the worker's cache still holds ([`ShareCursor`]). A slot
 //! holds the frames of one process at a time, the *resident*. When another process homed on the
 //! same slot must run, the parked resident's live bytes (from its saved stack pointer to the
 //! slot's base: a few hundred bytes) are copied into a buffer owned by that process (from the
