@@ -25,9 +25,9 @@
 //!
 //! Every process gets a *home slot* when it first runs and always runs at that address, so
 //! pointers into its stack stay valid and it may still migrate between worker threads. The home
-//! is a free slot if there is one, else a newly enabled one (enabled in batches while the pool
-//! has room), else, once the pool is full, a slot shared with other processes, picked from a
-//! window of slots that the worker's cache still holds ([`ShareCursor`]). A slot
+//! is a free slot if there is one, else a newly enabled one, else, once the pool is full, a
+//! slot shared with other processes, picked from a window of slots that the worker's cache
+//! still holds ([`ShareCursor`]). A slot
 //! holds the frames of one process at a time, the *resident*. When another process homed on the
 //! same slot must run, the parked resident's live bytes (from its saved stack pointer to the
 //! slot's base: a few hundred bytes) are copied into a buffer owned by that process (from the
@@ -138,7 +138,7 @@ pub(crate) struct SlotPool<P> {
     slot_size: usize,
     slots: Box<[Slot<P>]>,
     /// Slots `[0, enabled)` are mapped read-write. Read with Acquire, pairs with the Release
-    /// store in `enable_slots` made after the `mprotect`.
+    /// store in `enable_slot` made after the `mprotect`.
     enabled: AtomicUsize,
     /// Serializes `mprotect` calls that enable slots.
     grow: Mutex<()>,
@@ -168,16 +168,6 @@ pub(crate) struct SlotPool<P> {
 unsafe impl<P: Send + Sync> Send for SlotPool<P> {}
 // SAFETY: see `Send`.
 unsafe impl<P: Send + Sync> Sync for SlotPool<P> {}
-
-/// Slots a claim enables at once while the pool has room for [`ENABLE_BATCH_ROOM`] more: one
-/// lock and eight `mprotect` calls where there were eight of each. Both workers of W2 enabling
-/// slots one at a time made the growth lock the source of 58 % of the run's futex calls
-/// (waits and wakes), all within its first 4,096 spawns.
-const ENABLE_BATCH: usize = 8;
-
-/// Room below which slots are enabled one at a time, so that near the pool's end no worker
-/// keeps slots it enabled in advance while another must share one.
-const ENABLE_BATCH_ROOM: usize = 8 * ENABLE_BATCH;
 
 /// Slots a worker shares new homes among at a time once the pool is full. Their memory stays
 /// in the worker's cache: 64 slots of a few KiB of touched stack each fit a core's L2.
@@ -339,7 +329,7 @@ impl<P: Schedulable> SlotPool<P> {
                 return index;
             }
         }
-        if let Some(index) = self.enable_slots(cache) {
+        if let Some(index) = self.enable_slot() {
             // A newly enabled slot is homed by nobody else yet. Relaxed: the slot index itself
             // is published by our caller storing it in the fiber, under the run-queue handoff.
             self.slots[index as usize]
@@ -365,10 +355,8 @@ impl<P: Schedulable> SlotPool<P> {
             .is_ok()
     }
 
-    /// Enables more slots, if the pool has room: up to [`ENABLE_BATCH`] while it has room for
-    /// many more, one at a time near its end. Returns the first; the others go to `cache` (the
-    /// calling worker's free slots), homed by nobody.
-    fn enable_slots(&self, cache: &mut Vec<u32>) -> Option<u32> {
+    /// Enables one more slot, if the pool has room. Returns its index.
+    fn enable_slot(&self) -> Option<u32> {
         // Checked before locking: once the pool is full, every claim that finds no free slot
         // comes here (in W2, a million processes parked on 4,096 slots, every spawn), and need
         // not take the lock the other workers take too. (W2's futex calls did not change
@@ -385,44 +373,30 @@ impl<P: Schedulable> SlotPool<P> {
         // watchdog works around), and wait behind it for ever: `ping_pong_beside_four_spinners`
         // hung that way. Sharing is the last resort, once the pool is full.
         let _grow = self.grow.lock().unwrap_or_else(|e| e.into_inner());
-        let first = self.enabled.load(Ordering::Relaxed);
-        if first == self.slots.len() || self.grown_out.load(Ordering::Relaxed) {
+        let index = self.enabled.load(Ordering::Relaxed);
+        if index == self.slots.len() || self.grown_out.load(Ordering::Relaxed) {
             return None;
         }
-        let room = self.slots.len() - first;
-        let batch = if room >= ENABLE_BATCH_ROOM {
-            ENABLE_BATCH
-        } else {
-            1
+        let start = self.region.as_ptr() as usize + index * self.slot_size + GUARD_SIZE;
+        // SAFETY: [start, start + slot_size - GUARD_SIZE) lies inside our own reserved region
+        // and belongs to slot `index`, which no coroutine uses yet.
+        let result = unsafe {
+            libc::mprotect(
+                start as *mut libc::c_void,
+                self.slot_size - GUARD_SIZE,
+                libc::PROT_READ | libc::PROT_WRITE,
+            )
         };
-        let mut enabled = first;
-        while enabled < first + batch {
-            let start = self.region.as_ptr() as usize + enabled * self.slot_size + GUARD_SIZE;
-            // SAFETY: [start, start + slot_size - GUARD_SIZE) lies inside our own reserved
-            // region and belongs to slot `enabled`, which no coroutine uses yet.
-            let result = unsafe {
-                libc::mprotect(
-                    start as *mut libc::c_void,
-                    self.slot_size - GUARD_SIZE,
-                    libc::PROT_READ | libc::PROT_WRITE,
-                )
-            };
-            if result != 0 {
-                // Out of mappings (vm.max_map_count) or memory: keep sharing the slots we
-                // have, and do not try again at every spawn (a system call each).
-                self.grown_out.store(true, Ordering::Relaxed);
-                break;
-            }
-            enabled += 1;
-        }
-        if enabled == first {
+        if result != 0 {
+            // Out of mappings (vm.max_map_count) or memory: keep sharing the slots we have,
+            // and do not try again at every spawn (a system call each).
+            self.grown_out.store(true, Ordering::Relaxed);
             return None;
         }
-        // Release: pairs with the Acquire load in `claim_home`, so a worker that picks one of
-        // these slots round robin sees it enabled.
-        self.enabled.store(enabled, Ordering::Release);
-        cache.extend((first as u32 + 1..enabled as u32).rev());
-        Some(first as u32)
+        // Release: pairs with the Acquire load in `claim_home`, so a worker that picks this slot
+        // round robin sees it enabled.
+        self.enabled.store(index + 1, Ordering::Release);
+        Some(index as u32)
     }
 
     /// Drops one home count of `index` (its process ended). Returns `true` if no process is
@@ -783,47 +757,6 @@ mod tests {
             .map(|slot| slot.homed.load(Ordering::Relaxed))
             .sum();
         assert_eq!(homed, 7);
-    }
-
-    /// While the pool has room for many more, a claim enables a batch of slots and keeps the
-    /// rest of the batch as the worker's free slots; near the end, slots are enabled one at a
-    /// time.
-    #[test]
-    fn slots_are_enabled_in_batches_until_near_the_end() {
-        let pool = pool(ENABLE_BATCH_ROOM + 2);
-        let (mut cache, mut cursor) = (Vec::new(), ShareCursor::new(0, 1));
-        assert_eq!(pool.claim_home(&mut cache, &mut cursor), 0);
-        assert_eq!(pool.enabled(), ENABLE_BATCH);
-        assert_eq!(cache.len(), ENABLE_BATCH - 1);
-        // The next claims take the batch, in order, before enabling more.
-        for expected in 1..ENABLE_BATCH as u32 {
-            assert_eq!(pool.claim_home(&mut cache, &mut cursor), expected);
-        }
-        assert_eq!(pool.enabled(), ENABLE_BATCH);
-        // Another worker, its cache empty, enables slots of its own; then room is short.
-        let mut other = Vec::new();
-        let mut other_cursor = ShareCursor::new(1, 2);
-        assert_eq!(
-            pool.claim_home(&mut other, &mut other_cursor),
-            ENABLE_BATCH as u32
-        );
-        assert!(pool.enabled() < ENABLE_BATCH_ROOM + 2);
-        // The rest of the pool, one slot at a time, each homed exactly once.
-        let homes: Vec<u32> = (0..ENABLE_BATCH_ROOM + 2 - ENABLE_BATCH - 1)
-            .map(|_| pool.claim_home(&mut other, &mut other_cursor))
-            .collect();
-        assert_eq!(pool.enabled(), ENABLE_BATCH_ROOM + 2);
-        let homed: u32 = pool
-            .slots
-            .iter()
-            .map(|slot| slot.homed.load(Ordering::Relaxed))
-            .sum();
-        assert_eq!(homed as usize, ENABLE_BATCH_ROOM + 2);
-        assert!(homes.iter().all(|&home| home as usize > ENABLE_BATCH));
-        assert!(
-            other.is_empty(),
-            "slots left unclaimed near the end: {other:?}"
-        );
     }
 
     /// Once the pool is full, a worker shares homes round robin over a window of its own, which
