@@ -71,9 +71,9 @@ fn spawn_parked(count: u64) -> Vec<Pid> {
     pids
 }
 
-/// Releases `pids` in a scrambled order and returns, per seed, whether its frames came back
-/// intact. `pids.len()` must be prime to 7.
-fn release_and_check(pids: &[Pid]) -> Vec<bool> {
+/// Releases `pids` in a scrambled order and returns the seeds of the processes whose frames
+/// did not come back intact, in order. `pids.len()` must be prime to 7.
+fn release_and_check(pids: &[Pid]) -> Vec<u64> {
     let count = pids.len();
     assert_ne!(
         count % 7,
@@ -83,12 +83,14 @@ fn release_and_check(pids: &[Pid]) -> Vec<bool> {
     for step in 0..count {
         send(pids[step * 7 % count], ());
     }
-    let mut intact = vec![false; count];
-    for _ in 0..count {
-        let (seed, ok) = receive::<(u64, bool)>();
-        intact[seed as usize] = ok;
-    }
-    intact
+    let mut broken: Vec<u64> = (0..count)
+        .filter_map(|_| {
+            let (seed, intact) = receive::<(u64, bool)>();
+            (!intact).then_some(seed)
+        })
+        .collect();
+    broken.sort_unstable();
+    broken
 }
 
 #[test]
@@ -100,10 +102,9 @@ fn frames_of_any_depth_survive_sharing_a_pool_of_three_slots() {
             .build()
             .expect("building the VM");
         // 300 processes: a count prime to 7, so the scrambled release reaches them all.
-        let intact = vm
+        let broken = vm
             .run(|| release_and_check(&spawn_parked(300)))
             .expect("the root process failed");
-        let broken: Vec<usize> = (0..intact.len()).filter(|&seed| !intact[seed]).collect();
         assert!(
             broken.is_empty(),
             "frames corrupted in processes {broken:?}"
@@ -121,7 +122,7 @@ fn an_overflow_on_the_only_slot_leaves_the_processes_sharing_it_intact() {
             .crash_reports(false)
             .build()
             .expect("building the VM");
-        let (reason, intact) = vm
+        let (reason, broken) = vm
             .run(|| {
                 let pids = spawn_parked(41);
                 // Every process, the root included, runs on the one slot.
@@ -133,7 +134,6 @@ fn an_overflow_on_the_only_slot_leaves_the_processes_sharing_it_intact() {
             })
             .expect("the root process failed");
         assert_eq!(reason, ExitReason::StackOverflow);
-        let broken: Vec<usize> = (0..intact.len()).filter(|&seed| !intact[seed]).collect();
         assert!(
             broken.is_empty(),
             "frames corrupted in processes {broken:?}"
