@@ -202,16 +202,22 @@ impl Queue {
         deque.push_back(message);
     }
 
-    /// Gives memory back once a burst has drained (see [`KEEP_CAPACITY`]).
+    /// Gives memory back once a burst has drained (see [`drained_burst`]).
     fn shrink_after_burst(&mut self) {
         if let Some(queue) = self.0.as_mut() {
-            // At least twice `KEEP_CAPACITY`: the tail a shrink in place frees is then at least
-            // 2 KiB, too large for glibc's per-thread cache (see `grow`).
-            if queue.is_empty() && queue.capacity() >= 2 * KEEP_CAPACITY {
+            if drained_burst(queue.len(), queue.capacity()) {
                 queue.shrink_to(KEEP_CAPACITY);
             }
         }
     }
+}
+
+/// Whether a queue of `len` messages and room for `capacity` is an emptied burst's buffer,
+/// which gives its memory back down to [`KEEP_CAPACITY`]. At least twice `KEEP_CAPACITY`: the
+/// tail a shrink in place frees is then at least 2 KiB, too large for glibc's per-thread cache
+/// (see `grow`).
+fn drained_burst(len: usize, capacity: usize) -> bool {
+    len == 0 && capacity >= 2 * KEEP_CAPACITY
 }
 
 /// The senders' messages after the first: a `Vec`, one word until first used, like [`Queue`].
@@ -242,10 +248,10 @@ impl Arrivals {
         grow::push(self.0.get_or_insert_with(Box::default), message);
     }
 
-    /// Gives memory back once a burst has drained (see [`KEEP_CAPACITY`]).
+    /// Gives memory back once a burst has drained (see [`drained_burst`]).
     fn shrink_after_burst(&mut self) {
         if let Some(arrivals) = self.0.as_mut() {
-            if arrivals.is_empty() && arrivals.capacity() >= 2 * KEEP_CAPACITY {
+            if drained_burst(arrivals.len(), arrivals.capacity()) {
                 arrivals.shrink_to(KEEP_CAPACITY);
             }
         }
