@@ -23,7 +23,7 @@
 //!    `kind.inline` says, until the envelope is taken or dropped (exactly one of the two).
 //! 2. The value is `Send` (checked when the envelope is built), so an envelope is `Send`.
 
-use std::any::Any;
+use std::any::{Any, TypeId};
 use std::mem::{align_of, size_of, ManuallyDrop, MaybeUninit};
 use std::ptr::NonNull;
 
@@ -34,6 +34,9 @@ const INLINE_WORDS: usize = 3;
 
 /// How to handle the value of one message type.
 struct MessageType {
+    /// The value's type: a typed receive and a take compare it without an indirect call (a
+    /// `dyn Any` view and its `type_id` are two).
+    type_id: TypeId,
     /// The value is stored inline (else `payload` holds a `Block<M>`'s raw pointer).
     inline: bool,
     /// Views the value as `&dyn Any`.
@@ -66,6 +69,7 @@ impl<M: Any + Send> Describe for M {
         let inline =
             size_of::<M>() <= size_of::<Payload>() && align_of::<M>() <= align_of::<Payload>();
         MessageType {
+            type_id: TypeId::of::<M>(),
             inline,
             view: if inline {
                 view_inline::<M>
@@ -158,12 +162,15 @@ impl Envelope {
     /// # Panics
     ///
     /// If the message is not an `M` (an internal invariant: callers check the type first).
+    /// Whether the message is an `M`.
+    #[inline]
+    pub(crate) fn is<M: Any>(&self) -> bool {
+        self.kind.type_id == TypeId::of::<M>()
+    }
+
     #[inline]
     pub(crate) fn take<M: Any + Send>(self) -> M {
-        assert!(
-            self.as_any().is::<M>(),
-            "starling: envelope taken as the wrong type"
-        );
+        assert!(self.is::<M>(), "starling: envelope taken as the wrong type");
         let this = ManuallyDrop::new(self);
         if this.kind.inline {
             // SAFETY: the payload holds an inline `M` (checked above), which we move out once;
@@ -216,6 +223,28 @@ mod tests {
             Some(&(7, 9))
         );
         assert_eq!(envelope.take::<(u32, u64)>(), (7, 9));
+    }
+
+    /// The type check a typed receive makes without `dyn Any` tells apart types of one layout,
+    /// inline and boxed, and a link's `Exit` is still an `Exit`.
+    #[test]
+    fn is_compares_the_exact_type() {
+        let small = Envelope::new(7u64);
+        assert!(small.is::<u64>());
+        assert!(!small.is::<i64>());
+        assert!(!small.is::<crate::Pid>());
+        let big = Envelope::new([1u64; 8]);
+        assert!(big.is::<[u64; 8]>());
+        assert!(!big.is::<[i64; 8]>());
+        assert!(!big.is::<u64>());
+        let exit = crate::exit::Exit {
+            from: crate::Pid::new(1, 2, 3),
+            reason: crate::ExitReason::Normal,
+        };
+        let link = Envelope::new_link_exit(exit.clone());
+        assert!(link.is_link_exit());
+        assert!(link.is::<crate::exit::Exit>());
+        assert_eq!(link.take::<crate::exit::Exit>(), exit);
     }
 
     #[test]

@@ -9,7 +9,7 @@ use std::any::Any;
 use std::time::{Duration, Instant};
 
 use crate::control_block::{current, Process, CALL_COST};
-use crate::mailbox::{Matcher, Message};
+use crate::mailbox::{Matcher, Message, OfType};
 
 /// Reductions charged per this many messages scanned, on top of the call's cost. Guessed: a
 /// scan step is a type check and a guard, ~2–5 ns, so 16 of them cost about one cheap VM call.
@@ -33,7 +33,7 @@ const SCAN_STEPS_PER_REDUCTION: usize = 16;
 #[inline(never)]
 pub(crate) fn select(
     function: &str,
-    matcher: &mut Matcher<'_>,
+    matcher: &mut dyn Matcher,
     timeout: Option<Duration>,
 ) -> Option<Message> {
     let process = current(function);
@@ -61,7 +61,7 @@ pub(crate) fn select(
 /// One look at the mailbox for [`select`]: the first match from position `*scanned` on, or
 /// `None` with `*scanned` advanced. Ends the process if it was killed.
 #[inline(never)]
-fn attempt(process: &Process, matcher: &mut Matcher<'_>, scanned: &mut usize) -> Option<Message> {
+fn attempt(process: &Process, matcher: &mut dyn Matcher, scanned: &mut usize) -> Option<Message> {
     process.die_if_killed();
     let before = *scanned;
     let found = process.mailbox.take_first(scanned, matcher);
@@ -108,7 +108,7 @@ fn take<M: Send + 'static>(message: Message) -> M {
 // receive functions below.
 #[inline(always)]
 pub fn receive<M: Send + 'static>() -> M {
-    let message = select("receive", &mut |m| m.is::<M>(), None)
+    let message = select("receive", &mut OfType::<M>::new(), None)
         .expect("a receive without timeout returns a message");
     take(message)
 }
@@ -121,7 +121,7 @@ pub fn receive<M: Send + 'static>() -> M {
 /// Outside a process (naming `receive_timeout`).
 #[inline(always)]
 pub fn receive_timeout<M: Send + 'static>(timeout: Duration) -> Option<M> {
-    select("receive_timeout", &mut |m| m.is::<M>(), Some(timeout)).map(take)
+    select("receive_timeout", &mut OfType::<M>::new(), Some(timeout)).map(take)
 }
 
 /// Receives the first message of type `M` that `predicate` accepts. The predicate may borrow
@@ -134,7 +134,7 @@ pub fn receive_timeout<M: Send + 'static>(timeout: Duration) -> Option<M> {
 pub fn receive_match<M: Send + 'static>(mut predicate: impl FnMut(&M) -> bool) -> M {
     let message = select(
         "receive_match",
-        &mut |m| m.downcast_ref::<M>().is_some_and(&mut predicate),
+        &mut |m: &(dyn Any + Send)| m.downcast_ref::<M>().is_some_and(&mut predicate),
         None,
     )
     .expect("a receive without timeout returns a message");
@@ -153,7 +153,7 @@ pub fn receive_match_timeout<M: Send + 'static>(
 ) -> Option<M> {
     select(
         "receive_match_timeout",
-        &mut |m| m.downcast_ref::<M>().is_some_and(&mut predicate),
+        &mut |m: &(dyn Any + Send)| m.downcast_ref::<M>().is_some_and(&mut predicate),
         Some(timeout),
     )
     .map(take)
@@ -171,8 +171,8 @@ pub mod private {
     /// Waits for the first message some clause accepts (the matcher notes which), or returns
     /// `None` on timeout. Inlined, like the receive functions: one frame fewer while parked.
     #[inline(always)]
-    pub fn receive_clauses(
-        matcher: &mut dyn FnMut(&(dyn Any + Send)) -> bool,
+    pub fn receive_clauses<F: FnMut(&(dyn Any + Send)) -> bool>(
+        matcher: &mut F,
         timeout: Option<Duration>,
     ) -> Option<Selected> {
         select("receive!", matcher, timeout).map(Selected)

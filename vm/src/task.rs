@@ -5,6 +5,7 @@
 //! monitor's `Down`; `join_timeout` shuts the task down on timeout and flushes its reply, so a
 //! late reply never reaches the owner's mailbox.
 
+use std::any::Any;
 use std::marker::PhantomData;
 use std::time::Duration;
 
@@ -125,7 +126,7 @@ impl<T: Send + 'static> Task<T> {
         let tag = self.monitor;
         let message = select(
             function,
-            &mut |message| {
+            &mut |message: &(dyn Any + Send)| {
                 if let Some(reply) = message.downcast_ref::<Reply<T>>() {
                     return reply.tag == tag;
                 }
