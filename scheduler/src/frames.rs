@@ -21,8 +21,8 @@
 //! deep in user code, or under recursion; a boxed message of many KiB), which waste less than a
 //! sixteenth of a buffer. Only larger blocks use the global allocator: before the medium classes,
 //! every frame buffer above 4 KiB came from glibc, whose thread arenas grow one `mprotect` at a
-//! time, and 700,000 processes parked ~4.5 KiB deep took 2.7 s to park instead of 1.3 s (see
-//! the README).
+//! time under a lock all the workers share: 700,000 processes parked with ~4.2 KiB of frames
+//! each took 2.8–6.1 s to park, against 1.8–2.1 s from the store (see the README).
 //!
 //! The free lists are intrusive: a free buffer's first word holds the address of the next one.
 //! They cost no memory of their own, so a burst that frees 100,000 buffers at once does not
