@@ -196,17 +196,12 @@ impl Bump {
 }
 
 /// Puts the free memory `[start, end)` (a multiple of [`GRANULE`] long, in no buffer or list)
-/// on the free lists, as buffers of the largest classes that fit ([`split_range`]). The caller
+/// on the free lists, as buffers of the largest classes that fit ([`split_range`]), each freed
+/// like any other ([`free_in_store`], so the next give-back looks at them too). The caller
 /// holds the bump lock: lock order bump, then a class (nobody takes the bump lock holding a
 /// class's).
 fn free_range(start: usize, end: usize) {
-    split_range(start, end, |address, class| {
-        STORE.classes[class]
-            .free
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push(address);
-    });
+    split_range(start, end, free_in_store);
 }
 
 /// Cuts `[start, end)` (a multiple of [`GRANULE`] long) into buffers that cover it exactly,
