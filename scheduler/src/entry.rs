@@ -25,7 +25,7 @@ use std::mem::{align_of, size_of, ManuallyDrop, MaybeUninit};
 
 use corosensei::Coroutine;
 
-use crate::fiber::{FiberCoroutine, FiberYielder};
+use crate::fiber::{FiberCoroutine, FiberYielder, YIELDER_BELOW_BASE};
 use crate::slot::SlotStack;
 
 type Storage = MaybeUninit<[usize; 4]>;
@@ -42,8 +42,8 @@ pub(crate) struct Entry {
 /// What an [`Entry`] can do with its body, monomorphized per body type.
 struct EntryVTable {
     /// Creates the coroutine that runs the body; the coroutine moves the body out of the given
-    /// storage when it first runs, and stores its yielder at the given address.
-    start: unsafe fn(*mut Storage, SlotStack, *mut *const FiberYielder) -> FiberCoroutine,
+    /// storage when it first runs.
+    start: unsafe fn(*mut Storage, SlotStack) -> FiberCoroutine,
     /// Drops a body that never started.
     drop: unsafe fn(*mut Storage),
 }
@@ -86,30 +86,46 @@ unsafe fn run_body<F: FnOnce() + Send + 'static>(storage: *mut Storage) {
 
 /// The coroutine does not carry the body: corosensei writes a coroutine's closure at the top
 /// of its stack, where it stays, dead once called, inside the live range that every eviction
-/// copies and every parked process keeps. The closure holds only the storage's address, and
-/// the body is moved out of the storage when the coroutine first runs, into the frame that
-/// calls it. (W2: 16 bytes fewer at the top of each parked process's frames, 752 bytes per
-/// process instead of 784.)
+/// copies and every parked process keeps. The closure holds only the storage's address (and
+/// the stack's base, to check where the yielder is), and the body is moved out of the storage
+/// when the coroutine first runs, into the frame that calls it. (W2: 16 bytes fewer at the top
+/// of each parked process's frames, 752 bytes per process instead of 784.)
 ///
 /// # Safety
 /// As [`run_body`]; the storage must stay valid and unmoved until the coroutine's first resume has
-/// begun (the caller resumes it at once), and `yielder_out` must stay valid while the coroutine
-/// runs.
+/// begun (the caller resumes it at once).
 unsafe fn start<F: FnOnce() + Send + 'static>(
     storage: *mut Storage,
     stack: SlotStack,
-    yielder_out: *mut *const FiberYielder,
 ) -> FiberCoroutine {
-    let yielder_out = yielder_out as usize;
     let storage = storage as usize;
+    let base = corosensei::stack::Stack::base(&stack).get();
     Coroutine::with_stack(stack, move |yielder, ()| {
-        // SAFETY: the caller guarantees the address stays valid while the coroutine runs.
-        unsafe { *(yielder_out as *mut *const FiberYielder) = yielder };
+        check_yielder_place(yielder, base);
         // SAFETY: the first thing the coroutine does, during its first resume, while the
         // caller keeps the storage alive: the body is owned there and moved out once
         // (invariant 1).
         unsafe { run_body::<F>(storage as *mut Storage) }
     })
+}
+
+/// Aborts the program unless the coroutine's yielder is where `Fiber::suspend_self` looks for
+/// it, [`YIELDER_BELOW_BASE`] bytes below its stack's base: a fiber keeps no pointer to
+/// its yielder (the control block is most of what a parked process costs), so a corosensei
+/// that placed it elsewhere would make every suspension switch through a wrong address. Not
+/// generic, so the check is compiled once.
+#[inline(never)]
+fn check_yielder_place(yielder: &FiberYielder, base: usize) {
+    let found = yielder as *const FiberYielder as usize;
+    if found != base - YIELDER_BELOW_BASE {
+        eprintln!(
+            "starling: corosensei's yielder is {} bytes below the stack's base, not {}; \
+             this corosensei version is not supported",
+            base.wrapping_sub(found),
+            YIELDER_BELOW_BASE
+        );
+        std::process::abort();
+    }
 }
 
 /// # Safety
@@ -151,16 +167,11 @@ impl Entry {
     /// `stack` must be resident for the coroutine (slot invariant 3); `this` must stay where
     /// it is, alive, until the caller has begun the coroutine's first resume, which it must do
     /// before anything else happens to the coroutine (a coroutine dropped before it ever ran
-    /// would leave the body in `this`, and `this` is never dropped); and `yielder_out` must stay
-    /// valid while the coroutine runs.
-    pub(crate) unsafe fn start(
-        this: &mut ManuallyDrop<Entry>,
-        stack: SlotStack,
-        yielder_out: *mut *const FiberYielder,
-    ) -> FiberCoroutine {
+    /// would leave the body in `this`, and `this` is never dropped).
+    pub(crate) unsafe fn start(this: &mut ManuallyDrop<Entry>, stack: SlotStack) -> FiberCoroutine {
         // SAFETY: invariant 1: the body is consumed once, by the coroutine; `ManuallyDrop`
         // keeps `Drop` from consuming it again. The caller guarantees the rest.
-        unsafe { (this.vtable.start)(&mut this.storage, stack, yielder_out) }
+        unsafe { (this.vtable.start)(&mut this.storage, stack) }
     }
 }
 

@@ -71,6 +71,16 @@ pub(crate) enum RunOutcome {
 }
 
 pub(crate) type FiberYielder = Yielder<(), Suspend>;
+
+/// Where a coroutine's yielder lives: this many bytes below its stack's base. corosensei's
+/// `Yielder` is a `repr(transparent)` wrapper of the *parent link*, the word in which a switch
+/// into the coroutine saves the resumer's stack pointer, and corosensei keeps that word at a
+/// fixed offset below the base (its `PARENT_LINK_OFFSET`: 16 bytes on x86_64 and on aarch64).
+/// A fiber derives its yielder from its stack's base instead of keeping a pointer to it (8
+/// bytes of every control block); every coroutine checks the offset when it starts
+/// (`entry.rs`), and the program aborts with a message if a corosensei version moved it.
+pub(crate) const YIELDER_BELOW_BASE: usize = 16;
+
 pub(crate) type FiberCoroutine = Coroutine<(), Suspend, (), SlotStack>;
 
 /// The only function that ever suspends a coroutine.
@@ -276,15 +286,14 @@ struct Core {
     /// it through a raw address. Here rather than in `Fiber` because it fits in `budget`'s
     /// padding (the control block is most of what a parked process costs).
     overflowed: AtomicBool,
-    /// The coroutine's yielder; lives at a fixed place near the slot's base.
-    yielder: *const FiberYielder,
     /// Stack pointer recorded by `suspend` at the last suspension.
     suspend_stack_pointer: Cell<usize>,
-    /// Address in the slot where `saved[0]` belongs; 0 when the frames are in the slot.
-    saved_low: usize,
-    /// Base (highest address) of the home slot's stack; 0 before the first run.
+    /// Base (highest address) of the home slot's stack; 0 before the first run. The
+    /// coroutine's yielder lives [`YIELDER_BELOW_BASE`] bytes below it.
     stack_base: usize,
-    /// Live frames copied out of the slot at the last eviction.
+    /// Live frames copied out of the slot at the last eviction, while they are out: they
+    /// belong at `stack_base - saved.len()`, and an empty `saved` means the frames are in the
+    /// slot (a restore empties it and keeps its buffer for the next eviction).
     saved: SavedFrames,
     /// The body, until the coroutine is created at the first run. Last: touched once per
     /// resume, so it may share a cache line with the wakers' fields that follow the core.
@@ -337,10 +346,8 @@ impl Fiber {
             stack_bytes: AtomicU32::new(0),
             core: UnsafeCell::new(Core {
                 body: Body::Waiting(entry),
-                yielder: std::ptr::null(),
                 suspend_stack_pointer: Cell::new(0),
                 saved: SavedFrames::new(),
-                saved_low: 0,
                 budget: REDUCTIONS_PER_SLICE,
                 overflowed: AtomicBool::new(false),
                 stack_base: 0,
@@ -357,8 +364,6 @@ impl Fiber {
             Body::Waiting(Entry::new(body)),
         ));
         core.saved.release();
-        core.saved_low = 0;
-        core.yielder = std::ptr::null();
         core.suspend_stack_pointer.set(0);
         core.budget = REDUCTIONS_PER_SLICE;
         *core.overflowed.get_mut() = false;
@@ -500,7 +505,6 @@ impl Fiber {
         // `live_offset` bytes below the recorded stack pointer, all of it mapped read-write
         // (the frames were written there).
         unsafe { core.saved.copy_from(low, base) };
-        core.saved_low = low;
         // Relaxed: introspection.
         self.stack_bytes
             .store(saturating_u32(core.saved.capacity()), Ordering::Relaxed);
@@ -527,21 +531,23 @@ impl Fiber {
     pub(crate) unsafe fn restore(&self, base: usize, floor: usize) {
         // SAFETY: the slot holder owns the core of a non-running fiber homed there.
         let core = unsafe { &mut *self.core.get() };
-        if core.saved_low == 0 {
+        if core.saved.is_empty() {
             return;
         }
-        debug_assert_eq!(core.saved_low + core.saved.len(), base);
+        debug_assert_eq!(core.stack_base, base);
+        // The frames were copied from `[low, base)` (`evict`), and the home slot never changes.
+        let low = base - core.saved.len();
         // SAFETY: the destination is the range the frames were copied from, inside the held
         // slot; the buffer is the saved-frames store's memory, disjoint from it.
-        unsafe { slot::copy_in(core.saved_low, core.saved.as_slice()) };
+        unsafe { slot::copy_in(low, core.saved.as_slice()) };
         #[cfg(debug_assertions)]
         // SAFETY: below the restored frames the slot holds nothing live.
         unsafe {
-            slot::poison_below(core.saved_low, floor)
+            slot::poison_below(low, floor)
         };
         #[cfg(not(debug_assertions))]
         let _ = floor;
-        core.saved_low = 0;
+        core.saved.empty();
     }
 
     /// Runs the fiber on `stack` until it suspends or completes. Creates the coroutine on the
@@ -566,13 +572,11 @@ impl Fiber {
                 unreachable!()
             };
             core.stack_base = corosensei::stack::Stack::base(&stack).get();
-            let yielder_out = std::ptr::addr_of_mut!(core.yielder);
             let entry = starting.insert(std::mem::ManuallyDrop::new(entry));
             // SAFETY: the caller made the slot resident; `entry` stays in this frame, unmoved,
             // until the resume just below has run the coroutine's first step, which takes the
-            // body out; `yielder_out` points into the fiber, which owns (and so outlives) the
-            // coroutine.
-            core.body = Body::Started(unsafe { Entry::start(entry, stack, yielder_out) });
+            // body out.
+            core.body = Body::Started(unsafe { Entry::start(entry, stack) });
         }
         let Body::Started(coroutine) = &mut core.body else {
             panic!("runtime: resumed a fiber that has finished");
@@ -636,13 +640,13 @@ impl Fiber {
             // SAFETY: the running fiber's thread owns its core (caller's contract).
             let core = unsafe { &*self.core.get() };
             (
-                core.yielder,
+                (core.stack_base - YIELDER_BELOW_BASE) as *const FiberYielder,
                 &core.suspend_stack_pointer as *const Cell<usize>,
             )
         };
-        // SAFETY: `yielder` was set when the coroutine started and points into the slot,
-        // where this (running, resident) coroutine's frames are; the Cell lives in the fiber,
-        // which outlives the call.
+        // SAFETY: a started coroutine's yielder lives `YIELDER_BELOW_BASE` bytes below its
+        // stack's base (checked when it started, `entry.rs`), in the slot where this (running,
+        // resident) coroutine's frames are; the Cell lives in the fiber, which outlives the call.
         unsafe { suspend(&*yielder, reason, &*stack_pointer) };
     }
 

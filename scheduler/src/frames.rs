@@ -667,6 +667,16 @@ impl SavedFrames {
         self.len as usize
     }
 
+    /// Whether no frames are held (there may still be a buffer, kept for the next copy).
+    pub(crate) fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Forgets the frames held, keeping the buffer for the next [`copy_from`](Self::copy_from).
+    pub(crate) fn empty(&mut self) {
+        self.len = 0;
+    }
+
     /// Bytes of the buffer (what the process holds while evicted).
     pub(crate) fn capacity(&self) -> usize {
         self.capacity as usize
