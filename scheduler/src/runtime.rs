@@ -438,7 +438,7 @@ pub(crate) struct WorkerShared<P> {
 /// (a release of thousands of parked processes) for the spawns that follow, and the flow of
 /// blocks from a worker where stolen children end to the one that spawns them.
 ///
-/// 4: with the VM's 256 per worker, 512 control blocks of 288 bytes (~150 KiB). It was 32 (4,096,
+/// 4: with the VM's 256 per worker, 512 control blocks of 256 bytes (~130 KiB). It was 32 (4,096,
 /// ~1.2 MB), sized when a spawner's slice still held up to 4,000 spawns; since a spawner yields
 /// every 63 (`FRESH_PER_SLICE`), W1 and skynet on two schedulers allocate the same ~350 and
 /// ~150 fresh blocks per million spawns with 4 as with 32 (with none, W1 allocated 400,000 to

@@ -5,7 +5,8 @@
 //! - Immutable after creation: `pid`, `vm`.
 //! - Owner only (the process itself, from its coroutine): the mailbox's private queue, `locals`.
 //! - Any thread: the mailbox's outer queue (under its mutex); the signal state (kill reason,
-//!   exit hook, links, monitors, name; under `signals`); `killed` and `exiting` atomically.
+//!   `trap_exit`, exit hook, links, monitors, name) and `dead`, under `signals`; `killed` and
+//!   `exiting` atomically.
 //!
 //! # Layout
 //!
@@ -53,6 +54,12 @@ pub(crate) struct Process {
     killed: AtomicBool,
     /// The process is ending (status `Exiting`). Relaxed: introspection only.
     exiting: AtomicBool,
+    /// The process has ended: its links and monitors have fired (set once, by
+    /// `signal::propagate_exit`). Part of the signal state, read and written only under
+    /// `signals` (see [`Process::is_dead`]), but kept here, in the padding after the other two
+    /// flags: in `SignalState` it made the mutex, and so every control block, 8 bytes larger.
+    /// Relaxed: the lock orders it.
+    dead: AtomicBool,
 }
 
 impl Schedulable for Process {
@@ -188,6 +195,7 @@ impl Process {
             locals: Locals::new(),
             killed: AtomicBool::new(false),
             exiting: AtomicBool::new(false),
+            dead: AtomicBool::new(false),
             signals: Mutex::new(SignalState::with_exit_hook(on_exit)),
         }
     }
@@ -213,10 +221,24 @@ impl Process {
         self.locals = Locals::new();
         *self.killed.get_mut() = false;
         *self.exiting.get_mut() = false;
+        *self.dead.get_mut() = false;
         *self.signals.get_mut().unwrap_or_else(|e| e.into_inner()) =
             SignalState::with_exit_hook(on_exit);
         // A poisoned lock of the old process must not poison the new one.
         self.signals.clear_poison();
+    }
+
+    /// Whether the process has ended: its links and monitors have fired. `_locked` is this
+    /// process's signal state, locked (the flag belongs to it; see the field).
+    pub(crate) fn is_dead(&self, _locked: &SignalState) -> bool {
+        // Relaxed: written and read only under the signal lock, which orders it.
+        self.dead.load(Ordering::Relaxed)
+    }
+
+    /// Marks the process as ended; `_locked` is its signal state, locked.
+    pub(crate) fn set_dead(&self, _locked: &mut SignalState) {
+        // Relaxed: see `is_dead`.
+        self.dead.store(true, Ordering::Relaxed);
     }
 
     /// Locks this process's links, monitors and flags (see `signal.rs` for the lock order).
@@ -265,10 +287,10 @@ impl Process {
 
     /// Records the first kill's reason. Returns `true` if this one counted.
     fn record_kill(&self, state: &mut SignalState, reason: ExitReason) -> bool {
-        if state.kill.is_some() {
+        if state.kill().is_some() {
             return false;
         }
-        state.kill = Some(Box::new(reason));
+        state.relations_mut().kill = Some(reason);
         // Release: pairs with the Acquire in `die_if_killed`.
         self.killed.store(true, Ordering::Release);
         true
@@ -283,7 +305,7 @@ impl Process {
 
     /// The reason of the kill that counted, if any.
     fn kill_reason(&self) -> Option<ExitReason> {
-        self.lock_signals().kill.as_deref().cloned()
+        self.lock_signals().kill().cloned()
     }
 
     /// Returns `true` until the process is killed or starts to exit (Erlang's
@@ -424,13 +446,16 @@ mod tests {
 
     /// The control block is most of what a parked process costs (with its saved stack); keep it
     /// from growing by accident. Raise the bound only with a measurement of W2's bytes/process.
-    /// 280: with the `Handle`'s count, 288 bytes, exactly a class of the block store (its
+    /// 248: with the `Handle`'s count, 256 bytes, exactly a class of the block store (its
     /// classes are multiples of 32 bytes). It was 296 until the mailbox kept its oldest message
     /// inline (32 bytes: 328, a 352-byte block; W2 went from 848 to 880 bytes per process, and
     /// no longer mallocs and frees a queue buffer for each of its million releases), then 280
-    /// once the mailbox's two queues cost a word each until first used (48 bytes: W2 816).
+    /// once the mailbox's two queues cost a word each until first used (48 bytes: W2 816), then
+    /// 248 once the fiber derived its yielder and its saved frames' address from its stack's
+    /// base, and the signal state kept its kill reason and `trap_exit` in its relations box and
+    /// its `dead` flag in the control block's padding (32 bytes).
     #[test]
     fn control_block_stays_small() {
-        assert!(std::mem::size_of::<super::Process>() <= 280);
+        assert!(std::mem::size_of::<super::Process>() <= 248);
     }
 }

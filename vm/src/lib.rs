@@ -59,11 +59,11 @@
 //!
 //! # What a parked process costs
 //!
-//! A process parked in a receive keeps its control block (a 288-byte block), its table entry
+//! A process parked in a receive keeps its control block (a 256-byte block), its table entry
 //! (32 bytes) and the live part of its stack: ~280 bytes for a body that only receives, the
 //! VM's frames included (`process::info(pid).memory` reports the block, the stack and the
 //! mailbox; `tests/memory.rs` checks it for every receive form). A million processes parked
-//! in `receive::<M>()` cost 752–832 bytes each, in `receive_timeout` ~960 (the timer too).
+//! in `receive::<M>()` cost 720–800 bytes each, in `receive_timeout` ~930 (the timer too).
 //! Large locals of the process's own body, live across the receive, add to that: they are on
 //! its stack while it waits.
 //!

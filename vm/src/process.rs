@@ -111,7 +111,7 @@ pub(crate) fn info_of(target: &Process) -> ProcessInfo {
             .relations()
             .map(|r| r.monitored_by.iter().map(|(_, pid)| *pid).collect())
             .unwrap_or_default(),
-        trap_exit: state.trap_exit,
+        trap_exit: state.trap_exit(),
         registered_name: state.relations().and_then(|r| r.registered_name.clone()),
     }
 }
@@ -129,7 +129,7 @@ pub fn exit(pid: Pid, reason: ExitReason) {
     me.checkpoint(CALL_COST);
     if let Some(target) = me.vm.table.get(pid) {
         let mut state = target.lock_signals();
-        if !state.dead {
+        if !target.is_dead(&state) {
             signal::deliver_exit(&target, &mut state, me.pid, reason, ExitKind::Explicit);
         }
     }
@@ -201,7 +201,7 @@ pub fn demonitor(monitor: MonitorRef) {
 pub fn trap_exit(enabled: bool) -> bool {
     let me = current("process::trap_exit");
     me.checkpoint(CALL_COST);
-    std::mem::replace(&mut me.lock_signals().trap_exit, enabled)
+    me.lock_signals().set_trap_exit(enabled)
 }
 
 /// Registers `name` for `pid`.

@@ -55,21 +55,17 @@ use crate::grow;
 use crate::monitor::MonitorRef;
 use crate::pid::Pid;
 
-/// Exit flags, kill state, links, monitors and name of one process. Under `Process::signals`.
+/// Kill reason, `trap_exit`, links, monitors and name of one process. Under `Process::signals`,
+/// with the process's `dead` flag (see `Process::is_dead`).
 ///
-/// Most processes never link, monitor or register, so those live in a box allocated on first
-/// use: a parked process costs a pointer for them, not five collections. The box is a
-/// [`Block`] from the block store, so that a burst of 100,000 monitored or linked processes
-/// leaves no pages of glibc's heap behind once they end (see `Block`).
+/// Most processes are never killed, never trap exits and never link, monitor or register, so
+/// all of that lives in a box allocated on first use: a parked process costs one pointer for
+/// it. The box is a [`Block`] from the block store, so that a burst of 100,000 monitored or
+/// linked processes leaves no pages of glibc's heap behind once they end (see `Block`).
+/// (The kill reason had a box of its own and the two flags sat here: the mutex around this
+/// state took 32 bytes instead of 16, and the control block a size class more.)
 #[derive(Default)]
 pub(crate) struct SignalState {
-    /// The process has ended (set once, in `terminate`).
-    pub(crate) dead: bool,
-    pub(crate) trap_exit: bool,
-    /// The reason of the first kill (exit signal, `exit/1`, shutdown); it is the exit reason.
-    /// Boxed, like `relations`: most processes are never killed, and every byte here is a byte
-    /// of every parked process (W2).
-    pub(crate) kill: Option<Box<ExitReason>>,
     pub(crate) relations: Option<Block<Relations>>,
 }
 
@@ -196,6 +192,10 @@ impl<K, V> IntoIterator for RelationMap<K, V> {
 /// monitored processes that way took 5.4 s (30,000: 0.52 s). Now each lookup is O(1).
 #[derive(Default)]
 pub(crate) struct Relations {
+    /// The reason of the first kill (exit signal, `exit/1`, shutdown); it is the exit reason.
+    pub(crate) kill: Option<ExitReason>,
+    /// Exit signals arrive as `Exit` messages (`process::trap_exit`).
+    pub(crate) trap_exit: bool,
     /// Called with the exit reason when the process ends (`Vm::run`'s root).
     pub(crate) on_exit: Option<ExitHook>,
     pub(crate) links: Links,
@@ -220,8 +220,27 @@ impl SignalState {
                     ..Relations::default()
                 })
             }),
-            ..SignalState::default()
         }
+    }
+
+    /// The reason of the kill that counted, if any.
+    pub(crate) fn kill(&self) -> Option<&ExitReason> {
+        self.relations()
+            .and_then(|relations| relations.kill.as_ref())
+    }
+
+    /// Whether exit signals arrive as messages.
+    pub(crate) fn trap_exit(&self) -> bool {
+        self.relations()
+            .is_some_and(|relations| relations.trap_exit)
+    }
+
+    /// Sets whether exit signals arrive as messages; returns the previous setting.
+    pub(crate) fn set_trap_exit(&mut self, enabled: bool) -> bool {
+        if !enabled && self.relations.is_none() {
+            return false;
+        }
+        std::mem::replace(&mut self.relations_mut().trap_exit, enabled)
     }
 
     /// The process's relations, if it has any.
@@ -238,7 +257,7 @@ impl SignalState {
     /// named: it is neither dead nor exiting. Linking to or monitoring an exiting process gives
     /// `NoProc`, as in Erlang (it is not alive any more, see `Process::is_alive`).
     pub(crate) fn accepts_relations(&self, process: &Process) -> bool {
-        !self.dead && self.kill.is_none() && process.is_alive()
+        !process.is_dead(self) && self.kill().is_none() && process.is_alive()
     }
 
     /// Removes the link to `pid`; says whether there was one.
@@ -282,7 +301,7 @@ pub(crate) fn deliver_exit(
 ) {
     if kind == ExitKind::Explicit && reason == ExitReason::Kill {
         Process::kill_locked(target, state, ExitReason::Killed);
-    } else if state.trap_exit {
+    } else if state.trap_exit() {
         let exit = Exit { from, reason };
         target.mailbox.push(match kind {
             ExitKind::Link => Envelope::new_link_exit(exit),
@@ -305,7 +324,7 @@ pub(crate) fn link(me: &Handle<Process>, other: &Handle<Process>) {
         return;
     }
     let (mut mine, mut theirs) = lock_pair(me, other);
-    if theirs.dead {
+    if other.is_dead(&theirs) {
         drop(theirs);
         deliver_exit(me, &mut mine, other.pid, ExitReason::NoProc, ExitKind::Link);
         return;
@@ -369,7 +388,7 @@ pub(crate) fn monitor_as(
     let down_now = match target {
         Some(target) => {
             let (mut mine, mut theirs) = lock_pair(me, target);
-            if theirs.dead {
+            if target.is_dead(&theirs) {
                 true
             } else if !theirs.accepts_relations(target) {
                 // Exiting: `Down { NoProc }` comes when its exit is complete (`propagate_exit`);
@@ -449,7 +468,7 @@ fn fire_monitor(me: &Process, watcher_pid: Pid, reference: MonitorRef, reason: E
 pub(crate) fn propagate_exit(me: &Handle<Process>, reason: &ExitReason) -> Option<ExitHook> {
     let relations = {
         let mut state = me.lock_signals();
-        state.dead = true;
+        me.set_dead(&mut state);
         state.relations.take()
     };
     // Most processes never link, monitor or register.
@@ -462,6 +481,8 @@ pub(crate) fn propagate_exit(me: &Handle<Process>, reason: &ExitReason) -> Optio
 /// [`propagate_exit`] for a process that had relations.
 fn propagate_relations(me: &Handle<Process>, reason: &ExitReason, relations: Relations) {
     let Relations {
+        kill: _,
+        trap_exit: _,
         on_exit: _,
         links,
         monitors,

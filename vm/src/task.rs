@@ -210,7 +210,7 @@ impl<T: Send + 'static> Task<T> {
         signal::unlink(&me, task.as_ref(), self.pid);
         if let Some(task) = &task {
             let mut state = task.lock_signals();
-            if !state.dead {
+            if !task.is_dead(&state) {
                 signal::deliver_exit(
                     task,
                     &mut state,
