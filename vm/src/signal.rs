@@ -184,7 +184,7 @@ impl<K, V> IntoIterator for RelationMap<K, V> {
     }
 }
 
-/// The links, monitors, name and exit hook of a process that has any.
+/// The kill reason, `trap_exit`, links, monitors, name and exit hook of a process that has any.
 ///
 /// Links and monitors are hash sets and maps, not vectors: a process that monitors or links
 /// to N processes that then end (a supervisor, a pool) found each in a scan of its vector, and
