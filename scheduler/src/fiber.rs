@@ -547,7 +547,7 @@ impl Fiber {
         };
         #[cfg(not(debug_assertions))]
         let _ = floor;
-        core.saved.empty();
+        core.saved.clear();
     }
 
     /// Runs the fiber on `stack` until it suspends or completes. Creates the coroutine on the

@@ -673,7 +673,7 @@ impl SavedFrames {
     }
 
     /// Forgets the frames held, keeping the buffer for the next [`copy_from`](Self::copy_from).
-    pub(crate) fn empty(&mut self) {
+    pub(crate) fn clear(&mut self) {
         self.len = 0;
     }
 

@@ -255,9 +255,11 @@ impl SignalState {
 
     /// Returns `true` if the process (whose state this is) can still be linked to, monitored or
     /// named: it is neither dead nor exiting. Linking to or monitoring an exiting process gives
-    /// `NoProc`, as in Erlang (it is not alive any more, see `Process::is_alive`).
+    /// `NoProc`, as in Erlang (it is not alive any more, see `Process::is_alive`). A recorded
+    /// kill needs no look of its own: `record_kill` sets `killed` with it, under this lock, and
+    /// `is_alive` reads that flag.
     pub(crate) fn accepts_relations(&self, process: &Process) -> bool {
-        !process.is_dead(self) && self.kill().is_none() && process.is_alive()
+        !process.is_dead(self) && process.is_alive()
     }
 
     /// Removes the link to `pid`; says whether there was one.
