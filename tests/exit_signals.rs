@@ -866,6 +866,68 @@ signal_tests! {
         });
     }
 
+    // A process killed while parked in any wait ends with the kill's reason, runs its
+    // destructors, and never goes on as if its wait had returned (a timed wait must not look
+    // like a timeout). The receive loop returns on a kill and the receive function's caller
+    // unwinds (`receive::select`), so each form has its own path to the unwind.
+    fn a_process_parked_in_any_wait_unwinds_when_killed(vm) {
+        run(vm, || {
+            struct Guard(Pid, usize);
+            impl Drop for Guard {
+                fn drop(&mut self) {
+                    send(self.0, Dropped(self.1));
+                }
+            }
+            #[derive(Debug)]
+            struct Dropped(usize);
+            let hour = Duration::from_secs(3600);
+            type Wait = fn(Duration);
+            let waits: [(&str, Wait); 10] = [
+                ("receive", |_| _ = receive::<X>()),
+                ("receive_timeout", |hour| _ = receive_timeout::<X>(hour)),
+                ("receive_match", |_| _ = starling::receive_match(|_: &X| true)),
+                ("receive_match_timeout", |hour| _ = receive_match_timeout(|_: &X| true, hour)),
+                ("receive!", |_| starling::receive! { _x: X => () }),
+                ("receive! after", |hour| starling::receive! { _x: X => (), after hour => () }),
+                ("Task::join", |_| {
+                    _ = starling::Task::spawn(|| process::sleep(Duration::MAX)).join();
+                }),
+                ("Task::join_timeout", |hour| {
+                    let task = starling::Task::spawn(|| process::sleep(Duration::MAX));
+                    _ = task.join_timeout(hour);
+                }),
+                ("Task::try_join", |hour| {
+                    let mut task = starling::Task::spawn(|| process::sleep(Duration::MAX));
+                    _ = task.try_join(hour);
+                }),
+                ("sleep", process::sleep),
+            ];
+            let root = self_pid();
+            for (i, (form, wait)) in waits.into_iter().enumerate() {
+                // Set without a VM call (which would end a killed process anyway).
+                let went_on = Arc::new(AtomicBool::new(false));
+                let flag = went_on.clone();
+                let pid = spawn(move || {
+                    let _guard = Guard(root, i);
+                    wait(hour);
+                    flag.store(true, Ordering::SeqCst);
+                });
+                eventually(&format!("{form}: parked"), || {
+                    process::info(pid).is_some_and(|info| info.status == starling::Status::Waiting)
+                });
+                let m = process::monitor(pid);
+                process::exit(pid, custom(form));
+                assert_eq!(wait_down_of(m, pid), custom(form), "{form}: the exit reason");
+                assert!(
+                    !went_on.load(Ordering::SeqCst),
+                    "{form}: the process went on after its wait"
+                );
+                let dropped = receive_match_timeout(|d: &Dropped| d.0 == i, REPLY_LIMIT);
+                assert!(dropped.is_some(), "{form}: the guard was not dropped");
+            }
+        });
+    }
+
     // API.md: Vm::run reports the root's exit signal reason
     fn root_killed_by_a_signal_reports_its_reason(vm) {
         let result = vm.run(|| {

@@ -265,6 +265,16 @@ impl Process {
         }
     }
 
+    /// Owner only: `true` if the process has been killed and is not unwinding already, i.e. if
+    /// [`Process::die_if_killed`] would unwind it now. For a wait loop that returns to its
+    /// caller, which then calls [`unwind_killed`], so that the unwind does not start in the
+    /// loop's frames (see `receive::select`).
+    #[inline]
+    pub(crate) fn must_die(&self) -> bool {
+        // Acquire: pairs with the Release in `record_kill`.
+        self.killed.load(Ordering::Acquire) && not_unwinding()
+    }
+
     /// Any thread: makes the process end with `reason` at its next VM call (or now, if it is
     /// parked: it is woken). Only the first kill counts. Returns `true` if this kill counted.
     pub(crate) fn kill(this: &Handle<Self>, reason: ExitReason) -> bool {
@@ -418,6 +428,20 @@ fn die() {
     if !std::thread::panicking() {
         std::panic::resume_unwind(Box::new(ExitUnwind));
     }
+}
+
+/// `true` unless the calling thread is unwinding. Never inlined, as [`die`].
+#[cold]
+#[inline(never)]
+fn not_unwinding() -> bool {
+    !std::thread::panicking()
+}
+
+/// Unwinds the calling process with [`ExitUnwind`], for a caller that has just seen
+/// [`Process::must_die`] return `true` (in the same slice: no park or yield in between).
+#[inline(always)]
+pub(crate) fn unwind_killed() -> ! {
+    std::panic::resume_unwind(Box::new(ExitUnwind))
 }
 
 /// The message of a panic payload.

@@ -13,7 +13,7 @@ use crate::control_block::{current, current_arc, CALL_COST};
 use crate::exit::{Down, ExitReason};
 use crate::monitor::MonitorRef;
 use crate::pid::Pid;
-use crate::receive::select;
+use crate::receive::{killed_or_timed_out, select};
 use crate::signal::{self, ExitKind};
 
 /// Why a task gave no result.
@@ -135,7 +135,11 @@ impl<T: Send + 'static> Task<T> {
                     .is_some_and(|down| down.monitor == tag)
             },
             timeout,
-        )?;
+        );
+        let Some(message) = message else {
+            killed_or_timed_out(function);
+            return None;
+        };
         if message.as_any().is::<Reply<T>>() {
             let reply = message.take::<Reply<T>>();
             // Drop the monitor and any `Down` it already queued.
