@@ -419,18 +419,18 @@ fn drop_in_a_process(vm: &Arc<VmShared>, locals: Locals, messages: Drained) {
 
 /// Unwinds the calling process with [`ExitUnwind`], unless it is already unwinding (a Drop
 /// that calls the VM during a panic must not start a second unwind, which would abort).
-///
-/// Never inlined: `std::thread::panicking` reads a thread-local, and this read must not be
-/// merged into a caller that may resume on another thread (crate docs, the thread rule).
 #[cold]
 #[inline(never)]
 fn die() {
-    if !std::thread::panicking() {
-        std::panic::resume_unwind(Box::new(ExitUnwind));
+    if not_unwinding() {
+        unwind_killed();
     }
 }
 
-/// `true` unless the calling thread is unwinding. Never inlined, as [`die`].
+/// `true` unless the calling thread is unwinding.
+///
+/// Never inlined: `std::thread::panicking` reads a thread-local, and this read must not be
+/// merged into a caller that may resume on another thread (crate docs, the thread rule).
 #[cold]
 #[inline(never)]
 fn not_unwinding() -> bool {

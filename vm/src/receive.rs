@@ -16,8 +16,8 @@ use crate::mailbox::{Matcher, Message, OfType};
 const SCAN_STEPS_PER_REDUCTION: usize = 16;
 
 /// The shared receive loop. `timeout`: `None` waits forever; `Some(Duration::ZERO)` polls once.
-/// Returns `None` on timeout, and also if the process has been killed: the caller then unwinds
-/// it ([`killed`], [`killed_or_timed_out`]).
+/// Returns `None` on timeout, and also if the process has been killed: every wait calls it
+/// through [`select_forever`] or [`select_or_time_out`], which then unwind the process.
 ///
 /// A parked process keeps this function's frame, so it is kept small and fixed:
 ///
@@ -40,11 +40,7 @@ const SCAN_STEPS_PER_REDUCTION: usize = 16;
 /// [`attempt`] and ~22,200 from the caller, so dropping a VM with a million parked processes
 /// took a median of 2.76 s instead of 3.88 s (see the README).
 #[inline(never)]
-pub(crate) fn select(
-    function: &str,
-    matcher: &mut dyn Matcher,
-    timeout: Option<Duration>,
-) -> Option<Message> {
+fn select(function: &str, matcher: &mut dyn Matcher, timeout: Option<Duration>) -> Option<Message> {
     let process = current(function);
     process.checkpoint(CALL_COST);
     // `None` inside: the deadline is too far to represent, i.e. never.
@@ -93,6 +89,32 @@ fn attempt(process: &Process, matcher: &mut dyn Matcher, scanned: &mut usize) ->
     found
 }
 
+/// [`select`] without timeout: the message, or (killed) the unwind, from the caller's frame.
+/// Inlined, so that the caller's frame is the receive function's caller's.
+#[inline(always)]
+fn select_forever(function: &str, matcher: &mut dyn Matcher) -> Message {
+    match select(function, matcher, None) {
+        Some(message) => message,
+        None => killed(function),
+    }
+}
+
+/// [`select`] with a timeout (or, for Task's waits, perhaps none): the message, or `None` if
+/// the wait timed out; a kill unwinds the process from the caller's frame. Inlined, as
+/// [`select_forever`].
+#[inline(always)]
+pub(crate) fn select_or_time_out(
+    function: &str,
+    matcher: &mut dyn Matcher,
+    timeout: Option<Duration>,
+) -> Option<Message> {
+    let found = select(function, matcher, timeout);
+    if found.is_none() {
+        killed_or_timed_out(function);
+    }
+    found
+}
+
 /// [`select`] returned `None` to a receive without timeout: the process was killed. Unwinds it
 /// from here, one frame above the caller's (see [`select`]).
 ///
@@ -101,7 +123,7 @@ fn attempt(process: &Process, matcher: &mut dyn Matcher, scanned: &mut usize) ->
 /// If the process was not killed after all (a bug in [`select`]).
 #[cold]
 #[inline(never)]
-pub(crate) fn killed(function: &str) -> ! {
+fn killed(function: &str) -> ! {
     if current(function).must_die() {
         unwind_killed();
     }
@@ -112,7 +134,7 @@ pub(crate) fn killed(function: &str) -> ! {
 /// killed; else the wait timed out, and this returns.
 #[cold]
 #[inline(never)]
-pub(crate) fn killed_or_timed_out(function: &str) {
+fn killed_or_timed_out(function: &str) {
     if current(function).must_die() {
         unwind_killed();
     }
@@ -148,10 +170,7 @@ fn take<M: Send + 'static>(message: Message) -> M {
 // receive functions below.
 #[inline(always)]
 pub fn receive<M: Send + 'static>() -> M {
-    match select("receive", &mut OfType::<M>::new(), None) {
-        Some(message) => take(message),
-        None => killed("receive"),
-    }
+    take(select_forever("receive", &mut OfType::<M>::new()))
 }
 
 /// Like [`receive`], but gives up after `timeout` and returns `None`. `Duration::ZERO` checks the
@@ -162,13 +181,7 @@ pub fn receive<M: Send + 'static>() -> M {
 /// Outside a process (naming `receive_timeout`).
 #[inline(always)]
 pub fn receive_timeout<M: Send + 'static>(timeout: Duration) -> Option<M> {
-    match select("receive_timeout", &mut OfType::<M>::new(), Some(timeout)) {
-        Some(message) => Some(take(message)),
-        None => {
-            killed_or_timed_out("receive_timeout");
-            None
-        }
-    }
+    select_or_time_out("receive_timeout", &mut OfType::<M>::new(), Some(timeout)).map(take)
 }
 
 /// Receives the first message of type `M` that `predicate` accepts. The predicate may borrow
@@ -179,14 +192,10 @@ pub fn receive_timeout<M: Send + 'static>(timeout: Duration) -> Option<M> {
 /// Outside a process (naming `receive_match`), or if `predicate` calls a receive function.
 #[inline(always)]
 pub fn receive_match<M: Send + 'static>(mut predicate: impl FnMut(&M) -> bool) -> M {
-    match select(
+    take(select_forever(
         "receive_match",
         &mut |m: &(dyn Any + Send)| m.downcast_ref::<M>().is_some_and(&mut predicate),
-        None,
-    ) {
-        Some(message) => take(message),
-        None => killed("receive_match"),
-    }
+    ))
 }
 
 /// Like [`receive_match`], but gives up after `timeout` and returns `None`.
@@ -199,17 +208,12 @@ pub fn receive_match_timeout<M: Send + 'static>(
     mut predicate: impl FnMut(&M) -> bool,
     timeout: Duration,
 ) -> Option<M> {
-    match select(
+    select_or_time_out(
         "receive_match_timeout",
         &mut |m: &(dyn Any + Send)| m.downcast_ref::<M>().is_some_and(&mut predicate),
         Some(timeout),
-    ) {
-        Some(message) => Some(take(message)),
-        None => {
-            killed_or_timed_out("receive_match_timeout");
-            None
-        }
-    }
+    )
+    .map(take)
 }
 
 /// Support for the [`receive!`](macro@crate::receive) macro; not a public API.
@@ -228,13 +232,7 @@ pub mod private {
         matcher: &mut F,
         timeout: Option<Duration>,
     ) -> Option<Selected> {
-        match select("receive!", matcher, timeout) {
-            Some(message) => Some(Selected(message)),
-            None => {
-                killed_or_timed_out("receive!");
-                None
-            }
-        }
+        select_or_time_out("receive!", matcher, timeout).map(Selected)
     }
 
     /// Takes the message out as the type of the clause that accepted it.

@@ -13,7 +13,7 @@ use crate::control_block::{current, current_arc, CALL_COST};
 use crate::exit::{Down, ExitReason};
 use crate::monitor::MonitorRef;
 use crate::pid::Pid;
-use crate::receive::{killed_or_timed_out, select};
+use crate::receive::select_or_time_out;
 use crate::signal::{self, ExitKind};
 
 /// Why a task gave no result.
@@ -124,7 +124,7 @@ impl<T: Send + 'static> Task<T> {
     /// Waits for the reply or the task's end, at most `timeout` (`None`: forever).
     fn wait(&self, function: &str, timeout: Option<Duration>) -> Option<Outcome<T>> {
         let tag = self.monitor;
-        let message = select(
+        let message = select_or_time_out(
             function,
             &mut |message: &(dyn Any + Send)| {
                 if let Some(reply) = message.downcast_ref::<Reply<T>>() {
@@ -135,11 +135,7 @@ impl<T: Send + 'static> Task<T> {
                     .is_some_and(|down| down.monitor == tag)
             },
             timeout,
-        );
-        let Some(message) = message else {
-            killed_or_timed_out(function);
-            return None;
-        };
+        )?;
         if message.as_any().is::<Reply<T>>() {
             let reply = message.take::<Reply<T>>();
             // Drop the monitor and any `Down` it already queued.
